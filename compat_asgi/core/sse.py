@@ -1,0 +1,133 @@
+"""Server-sent events: a bounded line buffer, an incremental decoder, encoders.
+
+Sans-io in the style of h11: ``feed()`` bytes as they arrive, get back the
+events that became complete. A line longer than ``max_line`` raises
+:class:`~compat_asgi.errors.LineTooLong` instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import orjson
+
+from compat_asgi.errors import LineTooLong
+
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "DONE",
+    "LineBuffer",
+    "ServerSentEvent",
+    "SSEDecoder",
+    "encode_event",
+    "encode_data",
+    "encode_comment",
+    "DONE_FRAME",
+]
+
+DEFAULT_MAX_LINE = 1 << 20  # 1 MiB per SSE line
+DONE = b"[DONE]"
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+class LineBuffer:
+    """Splits a byte stream into lines (``\\n``, ``\\r\\n`` or ``\\r``), bounded per line.
+
+    The result never depends on how the stream was split into chunks: a line
+    over ``max_line`` bytes raises whether it arrived whole or in pieces.
+    """
+
+    __slots__ = ("_buf", "_max_line", "_skip_lf")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._buf = bytearray()
+        self._max_line = max_line
+        self._skip_lf = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._skip_lf and data:
+            # The previous chunk ended in CR; an LF right after it is the same line end.
+            self._skip_lf = False
+            if data[0] == 10:
+                data = data[1:]
+        if b"\n" not in data and b"\r" not in data:
+            # No line end: append in place, so a trickling upstream costs O(n), not O(n^2).
+            self._buf += data
+            if len(self._buf) > self._max_line:
+                self._buf = bytearray()
+                raise LineTooLong(f"upstream sent an SSE line longer than {self._max_line} bytes")
+            return []
+        buf = bytes(self._buf) + data if self._buf else data
+        if b"\r" in buf:
+            self._skip_lf = buf.endswith(b"\r")
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        rest = lines.pop()
+        if len(buf) > self._max_line and (
+            len(rest) > self._max_line or any(len(line) > self._max_line for line in lines)
+        ):
+            self._buf = bytearray()
+            raise LineTooLong(f"upstream sent an SSE line longer than {self._max_line} bytes")
+        self._buf = bytearray(rest)
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for an incomplete line."""
+        return len(self._buf)
+
+
+class ServerSentEvent(NamedTuple):
+    event: bytes | None
+    data: bytes
+
+
+class SSEDecoder:
+    """Incremental SSE decoder (WHATWG rules: ``event``/``data`` fields, comments, blank line dispatch)."""
+
+    __slots__ = ("_lines", "_event", "_data")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._lines = LineBuffer(max_line)
+        self._event: bytes | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        out: list[ServerSentEvent] = []
+        for line in self._lines.feed(chunk):
+            if not line:
+                if self._data:
+                    out.append(ServerSentEvent(self._event, b"\n".join(self._data)))
+                self._event = None
+                self._data = []
+                continue
+            if line[0] == 58:  # b":" comment / keepalive
+                continue
+            field, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if field == b"data":
+                self._data.append(value)
+            elif field == b"event":
+                self._event = value
+        return out
+
+    def close(self) -> list[ServerSentEvent]:
+        """End of stream: an event not terminated by a blank line is still delivered."""
+        out = self.feed(b"\n\n") if (self._lines.pending or self._data) else []
+        return out
+
+
+def encode_event(payload: dict[str, Any]) -> bytes:
+    """A Responses-style event: ``event: <type>`` + ``data: <json>``."""
+    name: str = payload["type"]
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_data(payload: dict[str, Any]) -> bytes:
+    """A chat-completions-style event: ``data: <json>`` only."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_comment(text: bytes = b"") -> bytes:
+    return b": " + text + b"\n\n"
