@@ -1,0 +1,824 @@
+"""Responses API request body -> chat-completions request body, validated.
+
+Pure: takes the already-parsed JSON body, returns the chat body to send
+upstream plus the request-derived fields the Response object echoes. Every
+rejection is an :class:`~compat_asgi.errors.InvalidRequest` whose ``param``
+names the exact path (``input[2].content[0].image_url``), as OpenAI does; no
+other exception escapes, whatever the body holds.
+
+Error ``code`` values follow OpenAI's: ``missing_required_parameter``,
+``invalid_type``, ``invalid_value``, ``unknown_parameter`` and, for things the
+real API accepts but a chat-completions backend cannot do,
+``unsupported_parameter`` / ``unsupported_value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from compat_asgi.errors import InvalidRequest
+
+__all__ = ["TranslatedRequest", "responses_to_chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class TranslatedRequest:
+    chat: dict[str, Any]
+    """Body to POST to ``/v1/chat/completions``."""
+    echo: dict[str, Any]
+    """Request-derived fields of the Response object, in OpenAI's order, defaults filled."""
+    stream: bool
+
+
+# Everything ResponseCreateParams defines. Keys in _UNSUPPORTED_KEYS are real
+# parameters a chat backend cannot honour: refusing them beats ignoring them.
+_KNOWN_KEYS = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "text",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "user",
+        "reasoning",
+        "metadata",
+        "top_logprobs",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "store",
+        "include",
+        "truncation",
+        "previous_response_id",
+        "conversation",
+        "stream",
+        "stream_options",
+        "max_tool_calls",
+        "prompt",
+        "background",
+        "access_programs",
+        "background_options",
+        "context_management",
+        "image",
+        "moderation",
+        "prompt_cache_options",
+    }
+)
+_UNSUPPORTED_KEYS = frozenset(
+    {
+        "prompt",
+        "access_programs",
+        "background_options",
+        "context_management",
+        "image",
+        "moderation",
+        "prompt_cache_options",
+    }
+)
+
+_ROLES = ("user", "assistant", "system", "developer")
+_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+_REASONING_SUMMARIES = ("auto", "concise", "detailed")
+_REASONING_CONTEXTS = ("auto", "current_turn", "all_turns")
+_SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
+_TRUNCATIONS = ("auto", "disabled")
+_VERBOSITIES = ("low", "medium", "high")
+_IMAGE_DETAILS = ("auto", "low", "high", "original")
+_TOOL_CHOICE_MODES = ("none", "auto", "required")
+_PROMPT_CACHE_RETENTIONS = ("in_memory", "24h")
+
+_METADATA_MAX_PAIRS = 16
+_METADATA_MAX_KEY = 64
+_METADATA_MAX_VALUE = 512
+_TOP_LOGPROBS_MAX = 20
+
+_TEXT_PART_TYPES = ("input_text", "output_text")
+_MESSAGE_PART_TYPES: dict[str, tuple[str, ...]] = {
+    # input_text/output_text are both accepted for every role: they map to the
+    # same chat text, and clients disagree on which one history should use.
+    "user": ("input_text", "output_text", "input_image", "input_file"),
+    # Chat system messages carry text only.
+    "system": ("input_text", "output_text"),
+    "developer": ("input_text", "output_text"),
+    "assistant": ("output_text", "input_text", "refusal"),
+}
+
+
+# --------------------------------------------------------------------------
+# Errors and small validators
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _type_error(param: str, expected: str, value: object) -> NoReturn:
+    raise InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _missing(param: str) -> NoReturn:
+    raise InvalidRequest(
+        f"Missing required parameter: '{param}'.",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
+def _bad_value(param: str, value: str, allowed: tuple[str, ...]) -> NoReturn:
+    choices = ", ".join(f"'{a}'" for a in allowed)
+    raise InvalidRequest(
+        f"Invalid value for '{param}': '{value}'. Supported values are: {choices}.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def _unsupported(param: str, message: str, code: str = "unsupported_value") -> NoReturn:
+    raise InvalidRequest(message, param=param, code=code)
+
+
+def _str(value: object, param: str, *, non_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        _type_error(param, "a string", value)
+    if non_empty and not value:
+        raise InvalidRequest(
+            f"Invalid '{param}': empty string. Expected a non-empty string.",
+            param=param,
+            code="invalid_value",
+        )
+    return value
+
+
+def _req_str(obj: dict[str, Any], key: str, param: str, *, non_empty: bool = False) -> str:
+    value = obj.get(key)
+    if value is None:
+        _missing(f"{param}.{key}")
+    return _str(value, f"{param}.{key}", non_empty=non_empty)
+
+
+def _opt_str(obj: dict[str, Any], key: str, param: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    return _str(value, param)
+
+
+def _opt_bool(obj: dict[str, Any], key: str, param: str) -> bool | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    _type_error(param, "a boolean", value)
+
+
+def _opt_enum(obj: dict[str, Any], key: str, param: str, allowed: tuple[str, ...]) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        _type_error(param, "a string", value)
+    if value not in allowed:
+        _bad_value(param, value, allowed)
+    return value
+
+
+def _opt_int(obj: dict[str, Any], key: str, param: str, lo: int, hi: int | None = None) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        _type_error(param, "an integer", value)
+    if value < lo:
+        raise InvalidRequest(
+            f"Invalid '{param}': integer below minimum value. "
+            f"Expected a value >= {lo}, but got {value} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    if hi is not None and value > hi:
+        raise InvalidRequest(
+            f"Invalid '{param}': integer above maximum value. "
+            f"Expected a value <= {hi}, but got {value} instead.",
+            param=param,
+            code="integer_above_max_value",
+        )
+    return value
+
+
+def _opt_number(obj: dict[str, Any], key: str, param: str, lo: float, hi: float) -> int | float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _type_error(param, "a number", value)
+    # Written so that NaN fails too.
+    if not (lo <= value <= hi):
+        raise InvalidRequest(
+            f"Invalid '{param}': expected a number between {lo:g} and {hi:g}, but got {value} instead.",
+            param=param,
+            code="invalid_value",
+        )
+    return value
+
+
+def _opt_dict(obj: dict[str, Any], key: str, param: str) -> dict[str, Any] | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    _type_error(param, "an object", value)
+
+
+def _as_dict(value: object, param: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    _type_error(param, "an object", value)
+
+
+def _type_of(obj: dict[str, Any], param: str) -> str:
+    value = obj.get("type")
+    if value is None:
+        _missing(f"{param}.type")
+    return _str(value, f"{param}.type")
+
+
+# --------------------------------------------------------------------------
+# Content parts
+
+
+def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    url = part.get("image_url")
+    if url is None:
+        if part.get("file_id") is not None:
+            _unsupported(
+                f"{param}.file_id",
+                f"'{param}.file_id' is not supported: this server has no file store. "
+                "Send the image as 'image_url' (a URL or a base64 data URL).",
+            )
+        _missing(f"{param}.image_url")
+    image: dict[str, Any] = {"url": _str(url, f"{param}.image_url")}
+    detail = _opt_enum(part, "detail", f"{param}.detail", _IMAGE_DETAILS)
+    if detail is not None:
+        image["detail"] = detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    data = part.get("file_data")
+    if data is None:
+        for key in ("file_url", "file_id"):
+            if part.get(key) is not None:
+                _unsupported(
+                    f"{param}.{key}",
+                    f"'{param}.{key}' is not supported: this server cannot fetch or look up "
+                    "files. Send the file inline as 'file_data' (a base64 data URL).",
+                )
+        _missing(f"{param}.file_data")
+    file: dict[str, Any] = {"file_data": _str(data, f"{param}.file_data")}
+    filename = _opt_str(part, "filename", f"{param}.filename")
+    if filename is not None:
+        file["filename"] = filename
+    return {"type": "file", "file": file}
+
+
+def _message_content(content: object, role: str, param: str) -> str | list[dict[str, Any]]:
+    """Chat content for one message: a plain string unless images/files are present.
+
+    Many chat backends (and their templates) accept only string content, so
+    text-only part lists collapse to one string.
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        _type_error(param, "a string or an array of content parts", content)
+    allowed = _MESSAGE_PART_TYPES[role]
+    parts: list[dict[str, Any]] = []
+    has_media = False
+    for j, raw in enumerate(content):
+        p = f"{param}[{j}]"
+        part = _as_dict(raw, p)
+        kind = _type_of(part, p)
+        if kind not in allowed:
+            if kind in ("input_text", "output_text", "refusal", "input_image", "input_file"):
+                choices = ", ".join(f"'{a}'" for a in allowed)
+                raise InvalidRequest(
+                    f"Invalid value for '{p}.type': '{kind}' is not allowed in a '{role}' "
+                    f"message. Supported values are: {choices}.",
+                    param=f"{p}.type",
+                    code="invalid_value",
+                )
+            _bad_value(f"{p}.type", kind, allowed)
+        if kind in _TEXT_PART_TYPES:
+            parts.append({"type": "text", "text": _req_str(part, "text", p)})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": _req_str(part, "refusal", p)})
+        elif kind == "input_image":
+            parts.append(_image_part(part, p))
+            has_media = True
+        else:  # input_file
+            parts.append(_file_part(part, p))
+            has_media = True
+    if has_media:
+        return parts
+    return "\n".join(part["text"] for part in parts)
+
+
+def _tool_output(output: object, param: str, media: list[dict[str, Any]]) -> str:
+    """Text of a function_call_output; image/file parts are appended to ``media``."""
+    if isinstance(output, str):
+        return output
+    if not isinstance(output, list):
+        _type_error(param, "a string or an array of content parts", output)
+    texts: list[str] = []
+    for j, raw in enumerate(output):
+        p = f"{param}[{j}]"
+        part = _as_dict(raw, p)
+        kind = _type_of(part, p)
+        if kind == "input_text":
+            texts.append(_req_str(part, "text", p))
+        elif kind == "input_image":
+            media.append(_image_part(part, p))
+        elif kind == "input_file":
+            media.append(_file_part(part, p))
+        else:
+            _bad_value(f"{p}.type", kind, ("input_text", "input_image", "input_file"))
+    return "\n".join(texts)
+
+
+def _reasoning_texts(item: dict[str, Any], key: str, kind: str, param: str) -> list[str]:
+    value = item.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _type_error(f"{param}.{key}", "an array", value)
+    texts: list[str] = []
+    for j, raw in enumerate(value):
+        p = f"{param}.{key}[{j}]"
+        part = _as_dict(raw, p)
+        part_type = _type_of(part, p)
+        if part_type != kind:
+            _bad_value(f"{p}.type", part_type, (kind,))
+        texts.append(_req_str(part, "text", p))
+    return texts
+
+
+def _reasoning_text(item: dict[str, Any], param: str) -> str:
+    """The readable text of a reasoning item: its raw ``content`` if any, else the summary.
+
+    ``content`` is what a chat backend's ``reasoning_content`` became on the way
+    out, so preferring it gives the backend back its own reasoning.
+    """
+    content = _reasoning_texts(item, "content", "reasoning_text", param)
+    summary = _reasoning_texts(item, "summary", "summary_text", param)
+    # encrypted_content is opaque to any backend but OpenAI's; accepted, unused.
+    _opt_str(item, "encrypted_content", f"{param}.encrypted_content")
+    return "\n".join(content or summary)
+
+
+# --------------------------------------------------------------------------
+# Input items -> chat messages
+
+
+def _append_reasoning(message: dict[str, Any], pending: list[str]) -> None:
+    if not pending:
+        return
+    text = "\n".join(pending)
+    pending.clear()
+    previous = message.get("reasoning_content")
+    message["reasoning_content"] = f"{previous}\n{text}" if previous else text
+
+
+def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
+    """Append the chat messages for a Responses ``input`` item list to ``messages``.
+
+    Reasoning items: chat has no standalone reasoning turn, only
+    ``reasoning_content`` on an assistant message, so pending reasoning text is
+    attached to the next assistant message built (or merged into). If a
+    non-assistant message comes first, or the input ends, it is dropped: the
+    reasoning belonged to a turn the backend cannot be shown.
+    """
+    # The assistant message a following function_call merges into, so that
+    # parallel calls reach the backend as one assistant turn.
+    open_assistant: dict[str, Any] | None = None
+    pending_reasoning: list[str] = []
+    # Images/files from function_call_output: chat tool messages carry text
+    # only, so they follow the run of tool messages as one user message.
+    tool_media: list[dict[str, Any]] = []
+
+    for i, raw in enumerate(items):
+        param = f"input[{i}]"
+        item = _as_dict(raw, param)
+        kind = item.get("type")
+        if kind is None:
+            if "role" in item or "content" in item:
+                kind = "message"
+            elif "id" in item:
+                kind = "item_reference"
+            else:
+                _missing(f"{param}.type")
+        elif not isinstance(kind, str):
+            _type_error(f"{param}.type", "a string", kind)
+
+        if tool_media and kind != "function_call_output":
+            messages.append({"role": "user", "content": tool_media})
+            tool_media = []
+
+        if kind == "message":
+            role = item.get("role")
+            if role is None:
+                _missing(f"{param}.role")
+            if not isinstance(role, str):
+                _type_error(f"{param}.role", "a string", role)
+            if role not in _ROLES:
+                _bad_value(f"{param}.role", role, _ROLES)
+            if "content" not in item:
+                _missing(f"{param}.content")
+            content = _message_content(item["content"], role, f"{param}.content")
+            if role == "assistant":
+                message: dict[str, Any] = {"role": "assistant", "content": content}
+                _append_reasoning(message, pending_reasoning)
+                open_assistant = message
+            else:
+                # Templates of llama.cpp, vLLM and others do not know "developer".
+                message = {"role": "system" if role == "developer" else role, "content": content}
+                pending_reasoning.clear()
+                open_assistant = None
+            messages.append(message)
+
+        elif kind == "function_call":
+            call = {
+                "id": _req_str(item, "call_id", param, non_empty=True),
+                "type": "function",
+                "function": {
+                    "name": _req_str(item, "name", param, non_empty=True),
+                    "arguments": _req_str(item, "arguments", param),
+                },
+            }
+            if open_assistant is None:
+                open_assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
+                messages.append(open_assistant)
+            else:
+                open_assistant.setdefault("tool_calls", []).append(call)
+            _append_reasoning(open_assistant, pending_reasoning)
+
+        elif kind == "function_call_output":
+            # The call may live in stored history, so an unmatched call_id is forwarded.
+            call_id = _req_str(item, "call_id", param, non_empty=True)
+            if "output" not in item:
+                _missing(f"{param}.output")
+            text = _tool_output(item["output"], f"{param}.output", tool_media)
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
+            pending_reasoning.clear()
+            open_assistant = None
+
+        elif kind == "reasoning":
+            text = _reasoning_text(item, param)
+            if text:
+                pending_reasoning.append(text)
+
+        elif kind == "item_reference":
+            _unsupported(
+                param,
+                f"'{param}': item_reference requires a response store, which this server does not have.",
+            )
+
+        else:
+            raise InvalidRequest(
+                f"Invalid value for '{param}.type': input item type '{kind}' is not supported "
+                "by this server. Supported types are: 'message', 'function_call', "
+                "'function_call_output', 'reasoning'.",
+                param=f"{param}.type",
+                code="unsupported_value",
+            )
+
+    if tool_media:
+        messages.append({"role": "user", "content": tool_media})
+
+
+# --------------------------------------------------------------------------
+# Tools, tool_choice, text format
+
+
+def _chat_tools(tools: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    """(echoed tools, chat tools, offered function names)."""
+    if tools is None:
+        return [], [], set()
+    if not isinstance(tools, list):
+        _type_error("tools", "an array", tools)
+    chat_tools: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for i, raw in enumerate(tools):
+        param = f"tools[{i}]"
+        tool = _as_dict(raw, param)
+        kind = _type_of(tool, param)
+        if kind != "function":
+            _unsupported(
+                f"{param}.type",
+                f"Tool type '{kind}' is not supported by this server: only 'function' tools "
+                "can be offered to a chat-completions backend.",
+            )
+        name = _req_str(tool, "name", param, non_empty=True)
+        function: dict[str, Any] = {"name": name}
+        description = _opt_str(tool, "description", f"{param}.description")
+        if description is not None:
+            function["description"] = description
+        parameters = _opt_dict(tool, "parameters", f"{param}.parameters")
+        if parameters is not None:
+            function["parameters"] = parameters
+        strict = _opt_bool(tool, "strict", f"{param}.strict")
+        if strict is not None:
+            function["strict"] = strict
+        chat_tools.append({"type": "function", "function": function})
+        names.add(name)
+    return tools, chat_tools, names
+
+
+def _chat_tool_choice(choice: object, names: set[str]) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICE_MODES:
+            _bad_value("tool_choice", choice, _TOOL_CHOICE_MODES)
+        if choice == "required" and not names:
+            raise InvalidRequest(
+                "Invalid value for 'tool_choice': 'required' needs at least one tool in 'tools'.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        return choice
+    if not isinstance(choice, dict):
+        _type_error("tool_choice", "a string or an object", choice)
+    kind = _type_of(choice, "tool_choice")
+    if kind != "function":
+        _unsupported(
+            "tool_choice",
+            f"tool_choice of type '{kind}' is not supported by this server: use 'auto', "
+            "'none', 'required' or {\"type\": \"function\", \"name\": ...}.",
+        )
+    name = _req_str(choice, "name", "tool_choice")
+    if name not in names:
+        raise InvalidRequest(
+            f"Invalid value for 'tool_choice.name': no function named '{name}' is in 'tools'.",
+            param="tool_choice.name",
+            code="invalid_value",
+        )
+    return {"type": "function", "function": {"name": name}}
+
+
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    kind = _type_of(fmt, "text.format")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        schema_param = "text.format.schema"
+        if fmt.get("schema") is None:
+            _missing(schema_param)
+        schema: dict[str, Any] = {
+            "name": _req_str(fmt, "name", "text.format", non_empty=True),
+            "schema": _as_dict(fmt["schema"], schema_param),
+        }
+        description = _opt_str(fmt, "description", "text.format.description")
+        if description is not None:
+            schema["description"] = description
+        strict = _opt_bool(fmt, "strict", "text.format.strict")
+        if strict is not None:
+            schema["strict"] = strict
+        return {"type": "json_schema", "json_schema": schema}
+    _bad_value("text.format.type", kind, ("text", "json_schema", "json_object"))
+
+
+# --------------------------------------------------------------------------
+# The request
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
+    metadata = _opt_dict(body, "metadata", "metadata")
+    if metadata is None:
+        return {}
+    if len(metadata) > _METADATA_MAX_PAIRS:
+        raise InvalidRequest(
+            f"Invalid 'metadata': too many properties. Expected at most "
+            f"{_METADATA_MAX_PAIRS}, but got {len(metadata)} instead.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or len(key) > _METADATA_MAX_KEY:
+            raise InvalidRequest(
+                f"Invalid 'metadata': keys must be strings of at most {_METADATA_MAX_KEY} characters.",
+                param="metadata",
+                code="invalid_value",
+            )
+        if not isinstance(value, str):
+            _type_error(f"metadata.{key}", "a string", value)
+        if len(value) > _METADATA_MAX_VALUE:
+            raise InvalidRequest(
+                f"Invalid 'metadata.{key}': string too long. Expected at most "
+                f"{_METADATA_MAX_VALUE} characters, but got {len(value)} instead.",
+                param=f"metadata.{key}",
+                code="string_above_max_length",
+            )
+    return metadata
+
+
+def _conversation(body: dict[str, Any]) -> dict[str, Any] | None:
+    value = body.get("conversation")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"id": _str(value, "conversation", non_empty=True)}
+    if isinstance(value, dict):
+        return {"id": _req_str(value, "id", "conversation", non_empty=True)}
+    _type_error("conversation", "a string or an object", value)
+
+
+def responses_to_chat(body: object) -> TranslatedRequest:
+    """Validate a Responses create body and map it to a chat-completions body."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"The request body must be a JSON object, but got {_json_type(body)} instead.",
+            param=None,
+            code="invalid_type",
+        )
+    for key, value in body.items():
+        if key not in _KNOWN_KEYS:
+            raise InvalidRequest(
+                f"Unrecognized request argument supplied: {key}",
+                param=str(key),
+                code="unknown_parameter",
+            )
+        if value is not None and key in _UNSUPPORTED_KEYS:
+            _unsupported(
+                key,
+                f"'{key}' is not supported by this server.",
+                code="unsupported_parameter",
+            )
+
+    model = body.get("model")
+    if model is None:
+        _missing("model")
+    model = _str(model, "model", non_empty=True)
+
+    stream = _opt_bool(body, "stream", "stream") or False
+    if _opt_bool(body, "background", "background"):
+        _unsupported(
+            "background",
+            "'background' mode is not supported by this server.",
+            code="unsupported_parameter",
+        )
+
+    # --- messages
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if instructions is not None:
+        messages.append({"role": "system", "content": _str(instructions, "instructions")})
+    input_value = body.get("input")
+    if input_value is None:
+        _missing("input")
+    if isinstance(input_value, str):
+        messages.append({"role": "user", "content": input_value})
+    elif isinstance(input_value, list):
+        _input_messages(input_value, messages)
+    else:
+        _type_error("input", "a string or an array of input items", input_value)
+
+    chat: dict[str, Any] = {"model": model, "messages": messages}
+
+    # --- tools
+    echo_tools, chat_tools, tool_names = _chat_tools(body.get("tools"))
+    tool_choice = body.get("tool_choice")
+    chat_tool_choice = None if tool_choice is None else _chat_tool_choice(tool_choice, tool_names)
+    parallel_tool_calls = _opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
+    if chat_tools:
+        chat["tools"] = chat_tools
+        # OpenAI's chat API rejects tool_choice/parallel_tool_calls without tools.
+        if chat_tool_choice is not None:
+            chat["tool_choice"] = chat_tool_choice
+        if parallel_tool_calls is not None:
+            chat["parallel_tool_calls"] = parallel_tool_calls
+
+    # --- text
+    text = _opt_dict(body, "text", "text")
+    echo_text: dict[str, Any] = {"format": {"type": "text"}}
+    if text is not None:
+        fmt = _opt_dict(text, "format", "text.format")
+        if fmt is not None:
+            response_format = _response_format(fmt)
+            if response_format is not None:
+                chat["response_format"] = response_format
+            echo_text["format"] = fmt
+        _opt_enum(text, "verbosity", "text.verbosity", _VERBOSITIES)
+        for key, value in text.items():
+            if key != "format":
+                echo_text[key] = value
+
+    # --- sampling and limits
+    max_output_tokens = _opt_int(body, "max_output_tokens", "max_output_tokens", 1)
+    if max_output_tokens is not None:
+        chat["max_tokens"] = max_output_tokens
+    temperature = _opt_number(body, "temperature", "temperature", 0.0, 2.0)
+    if temperature is not None:
+        chat["temperature"] = temperature
+    top_p = _opt_number(body, "top_p", "top_p", 0.0, 1.0)
+    if top_p is not None:
+        chat["top_p"] = top_p
+    top_logprobs = _opt_int(body, "top_logprobs", "top_logprobs", 0, _TOP_LOGPROBS_MAX)
+    if top_logprobs:
+        chat["logprobs"] = True
+        chat["top_logprobs"] = top_logprobs
+    user = _opt_str(body, "user", "user")
+    if user is not None:
+        chat["user"] = user
+
+    reasoning = _opt_dict(body, "reasoning", "reasoning")
+    echo_reasoning: dict[str, Any] = {"effort": None, "summary": None}
+    if reasoning is not None:
+        effort = _opt_enum(reasoning, "effort", "reasoning.effort", _REASONING_EFFORTS)
+        if effort is not None:
+            chat["reasoning_effort"] = effort
+        _opt_enum(reasoning, "summary", "reasoning.summary", _REASONING_SUMMARIES)
+        _opt_enum(reasoning, "generate_summary", "reasoning.generate_summary", _REASONING_SUMMARIES)
+        _opt_enum(reasoning, "context", "reasoning.context", _REASONING_CONTEXTS)
+        _opt_str(reasoning, "mode", "reasoning.mode")
+        echo_reasoning.update(reasoning)
+
+    # --- accepted, validated, echoed or used by the shell, not forwarded
+    metadata = _metadata(body)
+    store = _opt_bool(body, "store", "store")
+    service_tier = _opt_enum(body, "service_tier", "service_tier", _SERVICE_TIERS)
+    truncation = _opt_enum(body, "truncation", "truncation", _TRUNCATIONS)
+    previous_response_id = _opt_str(body, "previous_response_id", "previous_response_id")
+    conversation = _conversation(body)
+    if previous_response_id is not None and conversation is not None:
+        raise InvalidRequest(
+            "Mutually exclusive parameters: provide only one of 'previous_response_id' "
+            "or 'conversation'.",
+            param="conversation",
+            code="mutually_exclusive_parameters",
+        )
+    max_tool_calls = _opt_int(body, "max_tool_calls", "max_tool_calls", 0)
+    prompt_cache_key = _opt_str(body, "prompt_cache_key", "prompt_cache_key")
+    safety_identifier = _opt_str(body, "safety_identifier", "safety_identifier")
+    _opt_enum(body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)
+    include = body.get("include")
+    if include is not None:
+        if not isinstance(include, list):
+            _type_error("include", "an array of strings", include)
+        for i, value in enumerate(include):
+            _str(value, f"include[{i}]")
+    stream_options = _opt_dict(body, "stream_options", "stream_options")
+    if stream_options is not None:
+        _opt_bool(stream_options, "include_obfuscation", "stream_options.include_obfuscation")
+
+    chat["stream"] = stream
+    if stream:
+        chat["stream_options"] = {"include_usage": True}
+
+    echo: dict[str, Any] = {
+        "instructions": instructions,
+        "max_output_tokens": max_output_tokens,
+        "model": model,
+        "parallel_tool_calls": True if parallel_tool_calls is None else parallel_tool_calls,
+        "previous_response_id": previous_response_id,
+        "reasoning": echo_reasoning,
+        "store": True if store is None else store,
+        "temperature": 1.0 if temperature is None else float(temperature),
+        "text": echo_text,
+        "tool_choice": "auto" if tool_choice is None else tool_choice,
+        "tools": echo_tools,
+        "top_p": 1.0 if top_p is None else float(top_p),
+        "truncation": truncation or "disabled",
+        "user": user,
+        "metadata": metadata,
+        "background": False,
+        "service_tier": service_tier or "default",
+        "top_logprobs": top_logprobs or 0,
+        "max_tool_calls": max_tool_calls,
+        "prompt_cache_key": prompt_cache_key,
+        "safety_identifier": safety_identifier,
+        "conversation": conversation,
+    }
+    return TranslatedRequest(chat=chat, echo=echo, stream=stream)
