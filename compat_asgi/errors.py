@@ -96,7 +96,7 @@ class UpstreamError(CompatError):
 
     status = 502
     type = "server_error"
-    code = "upstream_error"
+    code: str | None = "upstream_error"
 
 
 class UpstreamTimeout(UpstreamError):
@@ -137,8 +137,11 @@ class UpstreamStatusError(UpstreamError):
             status = upstream_status
         else:
             status = 502
-        super().__init__(message, param=param, code=code, status=status, headers=headers)
+        super().__init__(message, param=param, status=status, headers=headers)
         self.upstream_status = upstream_status
+        # The upstream's own code, or none for its 4xx: the client's request was at fault.
+        if code is not None or status < 500:
+            self.code = code
         if type is not None:
             self.type = type
         elif upstream_status < 500:

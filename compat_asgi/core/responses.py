@@ -1,0 +1,176 @@
+"""Responses objects built from chat completions (the non-streaming direction),
+and the item/usage builders the stream translator shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from compat_asgi.core.ids import IdFactory
+from compat_asgi.errors import UpstreamProtocolError
+
+__all__ = [
+    "new_response",
+    "map_usage",
+    "finish_status",
+    "message_item",
+    "function_call_item",
+    "reasoning_item",
+    "arguments_text",
+    "output_text_part",
+    "refusal_part",
+    "reasoning_text_part",
+    "chat_completion_to_response",
+]
+
+# chat finish_reason -> Responses incomplete_details.reason
+_INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def new_response(echo: dict[str, Any], response_id: str, created_at: int) -> dict[str, Any]:
+    """The in-progress Response object: id, lifecycle fields, then the request echo."""
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        **echo,
+        "output": [],
+        "usage": None,
+    }
+
+
+def map_usage(usage: Any) -> dict[str, Any]:
+    """chat ``usage`` -> Responses ``usage``; detail objects always present (zeros if unknown)."""
+    if not isinstance(usage, dict):
+        usage = {}
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": _int(prompt_details.get("cached_tokens"))
+            if isinstance(prompt_details, dict)
+            else 0
+        },
+        "output_tokens": completion,
+        "output_tokens_details": {
+            "reasoning_tokens": _int(completion_details.get("reasoning_tokens"))
+            if isinstance(completion_details, dict)
+            else 0
+        },
+        "total_tokens": prompt + completion,
+    }
+
+
+def arguments_text(arguments: Any) -> str:
+    """Tool-call arguments as the JSON text Responses carries (some backends send an object)."""
+    if isinstance(arguments, str):
+        return arguments
+    if isinstance(arguments, dict):
+        return orjson.dumps(arguments).decode()
+    return ""
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def finish_status(finish_reason: str | None) -> tuple[str, dict[str, str] | None]:
+    """chat ``finish_reason`` -> (Response status, incomplete_details)."""
+    reason = _INCOMPLETE_REASONS.get(finish_reason or "")
+    if reason is None:
+        return "completed", None
+    return "incomplete", {"reason": reason}
+
+
+def message_item(item_id: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def output_text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def refusal_part(text: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": text}
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": call_id,
+        "name": name,
+    }
+
+
+def reasoning_item(item_id: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "reasoning", "status": status, "summary": [], "content": content}
+
+
+def reasoning_text_part(text: str) -> dict[str, Any]:
+    return {"type": "reasoning_text", "text": text}
+
+
+def chat_completion_to_response(
+    completion: Any, response: dict[str, Any], ids: IdFactory
+) -> dict[str, Any]:
+    """Fill ``response`` (from :func:`new_response`) from a non-streamed chat completion."""
+    if not isinstance(completion, dict):
+        raise UpstreamProtocolError("upstream chat completion is not a JSON object")
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamProtocolError("upstream chat completion has no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise UpstreamProtocolError("upstream chat completion choice has no message")
+    finish_reason = choice.get("finish_reason")
+    status, incomplete = finish_status(finish_reason if isinstance(finish_reason, str) else None)
+    item_status = "incomplete" if incomplete else "completed"
+
+    output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        output.append(reasoning_item(ids("rs"), [reasoning_text_part(reasoning)], "completed"))
+    parts: list[dict[str, Any]] = []
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        parts.append(output_text_part(content))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        parts.append(refusal_part(refusal))
+    if parts:
+        output.append(message_item(ids("msg"), parts, item_status))
+    tool_calls = message.get("tool_calls")
+    for call in tool_calls if isinstance(tool_calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise UpstreamProtocolError("upstream tool call has no function")
+        call_id = call.get("id")
+        arguments = function.get("arguments")
+        output.append(
+            function_call_item(
+                ids("fc"),
+                call_id if isinstance(call_id, str) and call_id else ids("call"),
+                str(function.get("name") or ""),
+                arguments_text(arguments),
+                "completed",
+            )
+        )
+
+    response["status"] = status
+    response["incomplete_details"] = incomplete
+    response["output"] = output
+    response["usage"] = map_usage(completion.get("usage"))
+    return response

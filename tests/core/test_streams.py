@@ -1,0 +1,276 @@
+"""ChatToResponses: chat chunks in, Responses events out, independent of how bytes are split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compat_asgi.core.ids import CountingIds
+from compat_asgi.core.responses import new_response
+from compat_asgi.core.sse import encode_event
+from compat_asgi.core.streams import ChatToResponses
+from compat_asgi.errors import CompatError
+from compat_asgi.validate import assert_valid, validate_responses_sse
+
+ECHO = {"model": "m", "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}
+
+
+def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
+    body: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", **extra}
+    if delta is not None or finish is not None:
+        body["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}]
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def call_delta(index: int, *, id: str | None = None, name: str | None = None, args: Any = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": index}
+    if id is not None:
+        call["id"] = id
+        call["type"] = "function"
+    function: dict[str, Any] = {}
+    if name is not None:
+        function["name"] = name
+    if args is not None:
+        function["arguments"] = args
+    call["function"] = function
+    return {"tool_calls": [call]}
+
+
+USAGE = {
+    "prompt_tokens": 11,
+    "completion_tokens": 7,
+    "total_tokens": 18,
+    "prompt_tokens_details": {"cached_tokens": 3},
+    "completion_tokens_details": {"reasoning_tokens": 2},
+}
+
+# A realistic stream: role, reasoning, text, two parallel calls with interleaved
+# argument deltas, finish, usage chunk, [DONE].
+REALISTIC = b"".join(
+    [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"reasoning_content": "Think"}),
+        chunk({"reasoning_content": "ing é."}),
+        chunk({"content": "Calling"}),
+        chunk({"content": " tools ✓"}),
+        chunk(call_delta(0, id="call_a", name="get_weather", args="")),
+        chunk(call_delta(1, id="call_b", name="get_time", args="")),
+        chunk(call_delta(0, args='{"location":')),
+        chunk(call_delta(1, args='{"tz":"UTC"}')),
+        chunk(call_delta(0, args='"Paris"}')),
+        chunk(finish="tool_calls"),
+        chunk(choices=[], usage=USAGE),
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+def translate(pieces: list[bytes]) -> list[dict[str, Any]]:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 1700000000), CountingIds())
+    events = translator.start()
+    try:
+        for piece in pieces:
+            events += translator.feed_bytes(piece)
+        events += translator.close()
+    except CompatError as exc:
+        events += translator.fail(exc)
+    return events
+
+
+def encoded(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(encode_event(e) for e in events)
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+
+
+def test_realistic_stream_translates_to_a_valid_stream() -> None:
+    events = translate([REALISTIC])
+    assert_valid(validate_responses_sse(encoded(events)))
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    output = final["response"]["output"]
+    assert [item["type"] for item in output] == ["reasoning", "message", "function_call", "function_call"]
+    assert output[0]["content"] == [{"type": "reasoning_text", "text": "Thinking é."}]
+    assert output[1]["content"][0]["text"] == "Calling tools ✓"
+    assert [(c["call_id"], c["name"], c["arguments"]) for c in output[2:]] == [
+        ("call_a", "get_weather", '{"location":"Paris"}'),
+        ("call_b", "get_time", '{"tz":"UTC"}'),
+    ]
+    assert final["response"]["usage"] == {
+        "input_tokens": 11,
+        "input_tokens_details": {"cached_tokens": 3},
+        "output_tokens": 7,
+        "output_tokens_details": {"reasoning_tokens": 2},
+        "total_tokens": 18,
+    }
+
+
+def test_whole_and_byte_by_byte_give_identical_events() -> None:
+    whole = translate([REALISTIC])
+    assert translate([REALISTIC[i : i + 1] for i in range(len(REALISTIC))]) == whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(REALISTIC)), max_size=40))
+def test_any_split_gives_identical_events(cuts: list[int]) -> None:
+    assert translate(split_at(REALISTIC, cuts)) == translate([REALISTIC])
+
+
+def test_crlf_framing_is_the_same_stream() -> None:
+    assert translate([REALISTIC.replace(b"\n", b"\r\n")]) == translate([REALISTIC])
+
+
+def test_each_event_is_emitted_as_soon_as_its_chunk_is_complete() -> None:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds())
+    translator.start()
+    line = chunk({"content": "Hi"})
+    assert translator.feed_bytes(line[:-1]) == []
+    kinds = [e["type"] for e in translator.feed_bytes(line[-1:])]
+    assert kinds[-1] == "response.output_text.delta"
+
+
+@pytest.mark.parametrize(
+    ("finish", "status", "reason"),
+    [("length", "incomplete", "max_output_tokens"), ("content_filter", "incomplete", "content_filter"),
+     ("stop", "completed", None)],
+)
+def test_finish_reason_maps_to_terminal_status(finish: str, status: str, reason: str | None) -> None:
+    events = translate([chunk({"content": "cut"}), chunk(finish=finish), b"data: [DONE]\n\n"])
+    assert_valid(validate_responses_sse(encoded(events)))
+    final = events[-1]
+    assert final["type"] == f"response.{status}"
+    assert final["response"]["status"] == status
+    assert final["response"]["incomplete_details"] == (reason and {"reason": reason})
+    item_status = "completed" if status == "completed" else "incomplete"
+    assert final["response"]["output"][0]["status"] == item_status
+
+
+def test_upstream_error_mid_stream_fails_with_partial_output() -> None:
+    events = translate(
+        [chunk({"content": "partial"}), b'data: {"error": {"message": "boom", "code": "overloaded"}}\n\n']
+    )
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["message"] == "boom" and events[-2]["code"] == "overloaded"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "overloaded", "message": "boom"}
+    assert failed["output"][0]["content"][0]["text"] == "partial"
+    assert failed["output"][0]["status"] == "incomplete"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "code"),
+    [
+        ([chunk({"content": "cut off"})], "upstream_protocol_error"),  # no finish, no [DONE]
+        ([chunk({"content": "x"}), b"data: {not json\n\n"], "upstream_protocol_error"),
+        ([chunk({"content": "x"}), b'data: {"choices": [{"index": 0, "delt'], "upstream_protocol_error"),
+        ([b"data: [1, 2]\n\n"], "upstream_protocol_error"),
+    ],
+)
+def test_broken_upstream_streams_fail_cleanly(pieces: list[bytes], code: str) -> None:
+    events = translate(pieces)
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert events[-2]["type"] == "error" and events[-2]["code"] == code
+    assert events[-1]["type"] == "response.failed"
+
+
+def test_line_over_the_limit_fails_without_buffering_it() -> None:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds(), max_line=1024)
+    events = translator.start()
+    with pytest.raises(CompatError) as caught:
+        for _ in range(100):
+            translator.feed_bytes(b"x" * 100)
+    assert caught.value.code == "upstream_line_too_long"
+    events += translator.fail(caught.value)
+    assert events[-1]["type"] == "response.failed"
+
+
+def test_finish_without_done_completes_and_done_without_finish_completes() -> None:
+    assert translate([chunk({"content": "a"}), chunk(finish="stop")])[-1]["type"] == "response.completed"
+    assert translate([chunk({"content": "a"}), b"data: [DONE]\n\n"])[-1]["type"] == "response.completed"
+
+
+def test_calls_are_routed_by_index_not_arrival_order() -> None:
+    events = translate(
+        [
+            chunk(call_delta(1, id="call_b", name="b", args="{")),
+            chunk(call_delta(0, id="call_a", name="a", args="[")),
+            chunk(call_delta(1, args="}")),
+            chunk(call_delta(0, args="]")),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert_valid(validate_responses_sse(encoded(events)))
+    output = events[-1]["response"]["output"]
+    assert [(c["call_id"], c["arguments"]) for c in output] == [("call_b", "{}"), ("call_a", "[]")]
+
+
+def test_a_reused_index_with_a_new_id_is_a_new_call() -> None:
+    events = translate(
+        [
+            chunk(call_delta(0, id="call_a", name="a", args="{}")),
+            chunk(call_delta(0, id="call_b", name="b", args='{"x":1}')),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert_valid(validate_responses_sse(encoded(events)))
+    output = events[-1]["response"]["output"]
+    assert [(c["call_id"], c["name"], c["arguments"]) for c in output] == [
+        ("call_a", "a", "{}"),
+        ("call_b", "b", '{"x":1}'),
+    ]
+
+
+def test_missing_index_id_and_object_arguments_are_tolerated() -> None:
+    no_index = b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"name":"f","arguments":{"k":1}}}]},"finish_reason":"tool_calls"}]}\n\n'
+    events = translate([no_index])
+    assert_valid(validate_responses_sse(encoded(events)))
+    (item,) = events[-1]["response"]["output"]
+    assert item["name"] == "f" and item["arguments"] == '{"k":1}'
+    assert item["call_id"].startswith("call_")
+
+
+def test_name_arriving_after_arguments_still_announces_a_named_item() -> None:
+    events = translate(
+        [
+            chunk(call_delta(0, id="call_a", args='{"a":')),
+            chunk(call_delta(0, name="late")),
+            chunk(call_delta(0, args="1}")),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert_valid(validate_responses_sse(encoded(events)))
+    added = next(e for e in events if e["type"] == "response.output_item.added")
+    assert added["item"]["name"] == "late"
+    assert events[-1]["response"]["output"][0]["arguments"] == '{"a":1}'
+
+
+def test_refusal_becomes_a_refusal_part() -> None:
+    events = translate([chunk({"refusal": "I can't"}), chunk({"refusal": " help."}), chunk(finish="stop")])
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help."}]
+
+
+def test_missing_usage_reports_zeros_with_detail_objects() -> None:
+    usage = translate([chunk({"content": "a"}), chunk(finish="stop")])[-1]["response"]["usage"]
+    assert usage == {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
+
+
+def test_events_after_done_are_ignored_and_terminal_is_emitted_once() -> None:
+    events = translate([chunk({"content": "a"}), b"data: [DONE]\n\n", chunk({"content": "late"})])
+    assert [e["type"] for e in events].count("response.completed") == 1
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "a"
