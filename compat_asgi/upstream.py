@@ -1,0 +1,299 @@
+"""The backend behind the middleware: an in-process ASGI app or an HTTP server.
+
+Both sit behind one small interface: :meth:`Upstream.request` returns an
+:class:`UpstreamResponse` once the status and headers are known; its body is
+then read chunk by chunk, never buffered whole unless asked with ``read()``.
+Transport failures become :mod:`compat_asgi.errors` types here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from compat_asgi.errors import UpstreamError, UpstreamTimeout
+from compat_asgi.types import ASGIApp, Headers, Message, Scope
+
+__all__ = [
+    "Upstream",
+    "UpstreamResponse",
+    "AppUpstream",
+    "HTTPUpstream",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+]
+
+DEFAULT_TIMEOUT = 600.0  # seconds of upstream silence tolerated (models can think for long)
+DEFAULT_CONNECT_TIMEOUT = 10.0
+_APP_QUEUE_SIZE = 64  # body messages buffered from an in-process app before it is paused
+# Hop-by-hop and framing headers are the proxy's own business (RFC 9110 section 7.6.1).
+_DROP_REQUEST_HEADERS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"accept-encoding",
+        b"proxy-authorization",
+    }
+)
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Headers
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self, limit: int) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes,
+        query: bytes = b"",
+        scope: Scope | None = None,
+    ) -> UpstreamResponse:
+        """Send the request; return once the status line and headers are in.
+
+        ``scope`` is the client's ASGI scope, for in-process upstreams that
+        should see the same client, server and root path.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def forward_headers(headers: Headers, authorization: bytes | None) -> Headers:
+    """Client request headers as sent on to the upstream."""
+    out = [
+        (k, v)
+        for k, v in headers
+        if k not in _DROP_REQUEST_HEADERS and not (authorization and k == b"authorization")
+    ]
+    if authorization:
+        out.append((b"authorization", authorization))
+    return out
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamError(f"upstream response body exceeds {limit} bytes")
+    return bytes(body)
+
+
+# -- in-process ASGI app --------------------------------------------------------
+
+
+class _AppResponse:
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        queue: asyncio.Queue[Message | BaseException],
+        task: asyncio.Task[None],
+        disconnected: asyncio.Event,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._queue = queue
+        self._task = task
+        self._disconnected = disconnected
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._queue.get()
+            if isinstance(message, BaseException):
+                raise UpstreamError(f"upstream app failed mid-response: {message!r}") from message
+            if message["type"] != "http.response.body":
+                continue  # e.g. http.response.trailers
+            body = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
+
+    async def read(self, limit: int) -> bytes:
+        return await _read_limited(self.chunks(), limit)
+
+    async def aclose(self) -> None:
+        self._disconnected.set()
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+class AppUpstream:
+    """Calls a wrapped ASGI app directly with its own receive/send.
+
+    Not through httpx's ASGITransport: that buffers the whole body, which
+    would defeat streaming. A bounded queue gives the app back-pressure.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes,
+        query: bytes = b"",
+        scope: Scope | None = None,
+    ) -> UpstreamResponse:
+        base = dict(scope) if scope is not None else {}
+        child: Scope = {
+            **base,
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": base.get("http_version", "1.1"),
+            "method": method,
+            "scheme": base.get("scheme", "http"),
+            "path": base.get("root_path", "") + path,
+            "raw_path": (base.get("root_path", "") + path).encode(),
+            "query_string": query,
+            "root_path": base.get("root_path", ""),
+            "headers": headers + [(b"content-length", str(len(body)).encode())],
+        }
+        queue: asyncio.Queue[Message | BaseException] = asyncio.Queue(_APP_QUEUE_SIZE)
+        disconnected = asyncio.Event()
+        sent_body = False
+
+        async def receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            await queue.put(message)
+
+        async def run() -> None:
+            try:
+                await self.app(child, receive, send)
+            except Exception as exc:  # reported to the reader, which owns the outcome
+                await queue.put(exc)
+            else:
+                await queue.put({"type": "http.response.body", "body": b"", "more_body": False})
+
+        task = asyncio.create_task(run())
+        start = await queue.get()
+        if isinstance(start, BaseException):
+            raise UpstreamError(f"upstream app failed: {start!r}") from start
+        if start.get("type") != "http.response.start":
+            task.cancel()
+            raise UpstreamError("upstream app ended without a response")
+        return _AppResponse(start["status"], list(start.get("headers", [])), queue, task, disconnected)
+
+    async def aclose(self) -> None:
+        return None
+
+
+# -- HTTP server over httpx -----------------------------------------------------
+
+
+class _HTTPResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Headers = list(response.headers.raw)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout("upstream timed out while streaming its response") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed mid-response: {exc!r}") from exc
+
+    async def read(self, limit: int) -> bytes:
+        return await _read_limited(self.chunks(), limit)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HTTPUpstream:
+    """An OpenAI-style server at ``base_url`` (``http://host:port`` or ``.../v1``).
+
+    One shared :class:`httpx.AsyncClient` (connection pool, HTTP/1.1); bodies
+    are streamed both ways.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = 256,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"upstream must be an http(s) URL, got {base_url!r}")
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        # OpenAI-style base URLs end in /v1; a bare origin means the same.
+        self.path_prefix = parts.path.rstrip("/").removesuffix("/v1")
+        self._authorization = f"Bearer {api_key}".encode() if api_key else None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes,
+        query: bytes = b"",
+        scope: Scope | None = None,
+    ) -> UpstreamResponse:
+        url = self.origin + self.path_prefix + path
+        if query:
+            url += "?" + query.decode("latin-1")
+        request = self._client.build_request(
+            method,
+            url,
+            headers=forward_headers(headers, self._authorization),
+            content=body,
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream {self.origin} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream {self.origin} is unreachable: {exc!r}") from exc
+        return _HTTPResponse(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,124 @@
+"""Test helpers: a real uvicorn server on 127.0.0.1, and a raw ASGI driver.
+
+The driver exists because httpx.ASGITransport buffers whole bodies and so
+cannot show whether a response streams; it records each ``send`` as it
+happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+
+from compat_asgi.types import ASGIApp, Message
+
+
+@contextlib.contextmanager
+def serve(app: ASGIApp) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free 127.0.0.1 port; yield its origin URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclass
+class Recorded:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    ended: bool = False
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.bodies)
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers or [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def call(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    on_body: Any = None,
+    scope: dict[str, Any] | None = None,
+) -> Recorded:
+    """Drive ``app`` with one request; ``on_body(recorded)`` runs after each body message."""
+    raw = body if isinstance(body, bytes) else (b"" if body is None else orjson.dumps(body))
+    sent = False
+    done = asyncio.Event()
+    recorded = Recorded()
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            recorded.status = message["status"]
+            recorded.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            recorded.bodies.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                recorded.ended = True
+                done.set()
+            if on_body is not None:
+                await on_body(recorded)
+
+    await app(scope or http_scope(method, path), receive, send)
+    done.set()
+    return recorded
