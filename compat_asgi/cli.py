@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Sequence
 
 from compat_asgi.middleware import CompatMiddleware
+from compat_asgi.settings import DEFAULT_MAX_CONCURRENT
+from compat_asgi.types import ASGIApp
 from compat_asgi.upstream import DEFAULT_TIMEOUT
 
 __all__ = ["main", "create_app", "serve"]
@@ -17,30 +20,76 @@ def create_app(
     upstream: str | None = None,
     upstream_key: str | None = None,
     upstream_timeout: float = DEFAULT_TIMEOUT,
-) -> CompatMiddleware:
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
+) -> ASGIApp:
     """The app ``compat-asgi serve`` runs: the demo backend, or a proxy to ``upstream``."""
+    backend: ASGIApp | None = None
     if upstream is None:
         from compat_asgi.demo import DemoChatApp
 
-        return CompatMiddleware(DemoChatApp())
-    return CompatMiddleware(
-        upstream=upstream, upstream_key=upstream_key, upstream_timeout=upstream_timeout
+        backend = DemoChatApp()
+    app: ASGIApp = CompatMiddleware(
+        backend,
+        upstream=upstream,
+        upstream_key=upstream_key,
+        upstream_timeout=upstream_timeout,
+        api_keys=api_keys,
+        max_concurrent_requests=max_concurrent_requests,
     )
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+        )
+    return app
 
 
 def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
+    log_level: str = "info",
+    allow_public_without_key: bool = False,
     upstream: str | None = None,
     upstream_key: str | None = None,
     upstream_timeout: float = DEFAULT_TIMEOUT,
-    log_level: str = "info",
+    api_keys: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
 ) -> None:
+    """Run :func:`create_app` under uvicorn. Refuses to expose an unauthenticated
+    server beyond loopback unless ``allow_public_without_key`` says so."""
+    if not api_keys and not _is_loopback(host) and not allow_public_without_key:
+        raise ValueError(
+            f"refusing to serve on {host} without --api-key; "
+            "pass --allow-public-without-key if that is really intended"
+        )
     import uvicorn  # imported here so that importing compat_asgi stays light
 
-    app = create_app(upstream=upstream, upstream_key=upstream_key, upstream_timeout=upstream_timeout)
+    app = create_app(
+        upstream=upstream,
+        upstream_key=upstream_key,
+        upstream_timeout=upstream_timeout,
+        api_keys=api_keys,
+        cors_origins=cors_origins,
+        max_concurrent_requests=max_concurrent_requests,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +118,32 @@ def _parser() -> argparse.ArgumentParser:
         help="longest upstream silence tolerated (default: %(default)s)",
     )
     run.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="require this bearer key from clients (repeatable)",
+    )
+    run.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser requests from this origin (repeatable)",
+    )
+    run.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT,
+        metavar="N",
+        help="requests in flight to the upstream before 503 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--allow-public-without-key",
+        action="store_true",
+        help="allow a non-loopback --host without --api-key",
+    )
+    run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     return parser
@@ -77,17 +152,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        if args.upstream_timeout <= 0:
-            print("compat-asgi: --upstream-timeout must be positive", file=sys.stderr)
+        if args.upstream_timeout <= 0 or args.max_concurrent <= 0:
+            print("compat-asgi: timeouts and limits must be positive", file=sys.stderr)
             return 2
         try:
             serve(
                 host=args.host,
                 port=args.port,
+                log_level=args.log_level,
+                allow_public_without_key=args.allow_public_without_key,
                 upstream=args.upstream,
                 upstream_key=args.upstream_key,
                 upstream_timeout=args.upstream_timeout,
-                log_level=args.log_level,
+                api_keys=args.api_key,
+                cors_origins=args.cors_origin,
+                max_concurrent_requests=args.max_concurrent,
             )
         except ValueError as exc:
             print(f"compat-asgi: {exc}", file=sys.stderr)

@@ -16,6 +16,8 @@ __all__ = [
     "CompatError",
     "InvalidRequest",
     "NotFound",
+    "Unauthorized",
+    "ServerBusy",
     "MethodNotAllowed",
     "RequestTooLarge",
     "UpstreamError",
@@ -77,6 +79,20 @@ class NotFound(CompatError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class Unauthorized(CompatError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ServerBusy(CompatError):
+    """Past the configured number of concurrent upstream requests (503 + Retry-After)."""
+
+    status = 503
+    type = "server_error"
+    code = "server_busy"
 
 
 class MethodNotAllowed(CompatError):

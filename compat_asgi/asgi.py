@@ -1,0 +1,330 @@
+"""ASGI plumbing shared by the endpoints: the responder, body reading, errors
+as HTTP responses, upstream error translation and the streaming pump."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from compat_asgi.errors import (
+    CompatError,
+    InvalidRequest,
+    MethodNotAllowed,
+    RequestTooLarge,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from compat_asgi.types import Headers, Receive, Scope, Send
+from compat_asgi.upstream import UpstreamResponse
+
+__all__ = [
+    "ClientGone",
+    "Responder",
+    "StreamTranslator",
+    "JSON_HEADERS",
+    "SSE_HEADERS",
+    "KEEPALIVE",
+    "send_error",
+    "method_not_allowed",
+    "read_body",
+    "route_path",
+    "parse_json",
+    "parse_upstream_json",
+    "is_event_stream",
+    "upstream_headers",
+    "response_headers",
+    "raise_for_status",
+    "pump",
+    "watch_disconnect",
+    "serve_lifespan",
+]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # nginx and similar proxies buffer responses unless told not to.
+    (b"x-accel-buffering", b"no"),
+]
+KEEPALIVE = b": keepalive\n\n"
+_MAX_ERROR_BODY = 64 << 10
+# Framing, hop-by-hop (RFC 9110 section 7.6.1) and encoding headers belong to
+# each hop; the body we send is never the upstream's encoded body.
+_HOP_BY_HOP = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"content-length",
+        b"content-encoding",
+        b"accept-encoding",
+    }
+)
+_KEEP_ERROR_HEADERS = frozenset({b"retry-after", b"x-request-id"})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+class Responder:
+    """Wraps ``send`` for one request: knows whether the response started,
+    whether the client left, and when a body was last sent (for keepalives)."""
+
+    __slots__ = ("_send", "_lock", "started", "disconnected", "last_sent")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.started = False
+        self.disconnected = False
+        self.last_sent = 0.0
+
+    async def start(self, status: int, headers: Headers) -> None:
+        self.started = True
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def body(self, body: bytes, *, more_body: bool = True) -> None:
+        # The keepalive ticker sends from another task; one send at a time.
+        async with self._lock:
+            await self._send({"type": "http.response.body", "body": body, "more_body": more_body})
+        self.last_sent = asyncio.get_running_loop().time()
+
+    async def send_json(self, status: int, payload: Any) -> None:
+        body = orjson.dumps(payload)
+        await self.start(status, [*JSON_HEADERS, (b"content-length", str(len(body)).encode())])
+        await self.body(body, more_body=False)
+
+    async def send_error(self, error: CompatError) -> None:
+        await send_error(self._send, error)
+        self.started = True
+
+    async def keepalive(self, interval: float) -> None:
+        """Send an SSE comment whenever nothing was sent for ``interval`` seconds,
+        so proxies do not cut a stream while the upstream is silent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            idle = loop.time() - self.last_sent
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            await self.body(KEEPALIVE)
+
+
+async def send_error(send: Send, error: CompatError) -> None:
+    body = error.to_json()
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode()), *error.headers]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def method_not_allowed(method: str, path: str, allow: bytes) -> MethodNotAllowed:
+    return MethodNotAllowed(
+        f"Method {method} is not allowed on {path}; use {allow.decode()}.",
+        headers=[(b"allow", allow)],
+    )
+
+
+def route_path(scope: Scope) -> str:
+    """The path below ``root_path`` (servers differ in whether ``path`` includes it)."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def watch_disconnect(receive: Receive, task: asyncio.Task[Any], responder: Responder) -> None:
+    """Cancel ``task`` when the client disconnects, which cancels the upstream request."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            responder.disconnected = True
+            task.cancel()
+            return
+
+
+async def serve_lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+            code="invalid_json",
+        ) from None
+
+
+def parse_upstream_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"upstream answered with non-JSON: {body[:200]!r}") from None
+
+
+def is_event_stream(headers: Headers) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"text/event-stream"
+    return False
+
+
+def upstream_headers(scope: Scope, *, keep_authorization: bool, json_body: bool) -> Headers:
+    """Client headers as forwarded upstream: minus hop-by-hop and framing headers,
+    minus ``Authorization`` when it was the key for this server, not the upstream's."""
+    drop = _HOP_BY_HOP if keep_authorization else _HOP_BY_HOP | {b"authorization"}
+    if json_body:
+        drop = drop | {b"content-type", b"accept"}
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k not in drop]
+    if json_body:
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"accept", b"text/event-stream, application/json"),
+        ]
+    return headers
+
+
+def response_headers(headers: Headers) -> Headers:
+    """Upstream response headers as passed on to the client."""
+    return [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
+
+
+async def raise_for_status(upstream: UpstreamResponse) -> None:
+    """An upstream HTTP error becomes the same error in OpenAI's envelope (5xx -> 502)."""
+    status = upstream.status
+    if status < 400:
+        return
+    try:
+        body = await upstream.read(_MAX_ERROR_BODY)
+    except CompatError:
+        body = b""
+    keep = [(k.lower(), v) for k, v in upstream.headers if k.lower() in _KEEP_ERROR_HEADERS]
+    message = f"upstream returned HTTP {status}"
+    kind = code = param = None
+    try:
+        payload = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        payload = None
+        text = body[:200].decode("utf-8", "replace").strip()
+        if text:
+            message += f": {text}"
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)
+        kind = error.get("type") if isinstance(error.get("type"), str) else None
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+        code = str(error["code"]) if error.get("code") is not None else None
+    elif isinstance(error, str):
+        message = error
+    elif isinstance(payload, dict) and isinstance(payload.get("detail"), str):
+        message = payload["detail"]  # FastAPI-style backends
+    raise UpstreamStatusError(status, message, type=kind, param=param, code=code, headers=keep)
+
+
+class StreamTranslator(Protocol):
+    """An incremental translator seen from the shell: bytes in, encoded bytes out."""
+
+    @property
+    def finished(self) -> bool:
+        """The upstream said it is done; stop reading."""
+        ...
+
+    def start(self) -> bytes: ...
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def close(self) -> bytes:
+        """The upstream body ended. Raises :class:`CompatError` if it ended too early."""
+        ...
+
+    def fail(self, error: CompatError) -> bytes: ...
+
+
+async def pump(
+    upstream: UpstreamResponse,
+    translator: StreamTranslator,
+    responder: Responder,
+    *,
+    keepalive: float,
+) -> None:
+    """Stream ``upstream`` through ``translator`` to the client, one send per upstream read.
+
+    The response starts once the first upstream chunk is in, so a backend that
+    fails at once still gets a real HTTP status; if it stays silent longer than
+    ``keepalive`` the response starts anyway and keepalive comments flow.
+    """
+    chunks = upstream.chunks()
+    head = translator.start()
+    first_read = asyncio.ensure_future(anext(chunks, b""))
+    ticker: asyncio.Task[None] | None = None
+    try:
+        ready, _ = await asyncio.wait({first_read}, timeout=keepalive)
+        if ready:
+            head += translator.feed(first_read.result())
+        await responder.start(200, SSE_HEADERS)
+        ticker = asyncio.create_task(responder.keepalive(keepalive))
+        try:
+            if not ready:
+                await responder.body(head)
+                head = translator.feed(await first_read)
+            if not translator.finished:
+                if head:
+                    await responder.body(head)
+                    head = b""
+                async for chunk in chunks:
+                    out = translator.feed(chunk)
+                    if out:
+                        await responder.body(out)
+                    if translator.finished:
+                        break
+            tail = head + translator.close()
+        except CompatError as exc:
+            tail = head + translator.fail(exc)
+        ticker.cancel()
+        await responder.body(tail, more_body=False)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+        first_read.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
