@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from compat_asgi.errors import UpstreamError, UpstreamTimeout
+from compat_asgi.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from compat_asgi.types import ASGIApp, Headers, Message, Scope
 
 __all__ = [
@@ -114,19 +115,44 @@ class _AppResponse:
         disconnected: asyncio.Event,
     ) -> None:
         self.status = status
-        self.headers = headers
         self._queue = queue
         self._task = task
         self._disconnected = disconnected
+        # We ask for identity encoding, but an app may compress regardless
+        # (a GZip middleware inside the wrapped app): undo what we can.
+        self._decoder: Any = None
+        self._unsupported: str | None = None
+        self.headers: Headers = []
+        for name, value in headers:
+            if name.lower() != b"content-encoding":
+                self.headers.append((name, value))
+                continue
+            coding = value.strip().lower()
+            if coding in (b"gzip", b"x-gzip", b"deflate"):
+                self._decoder = zlib.decompressobj(47)  # 32 + 15: auto-detect gzip or zlib header
+                self.headers = [(k, v) for k, v in self.headers if k.lower() != b"content-length"]
+            elif coding != b"identity":
+                self.headers.append((name, value))
+                self._unsupported = coding.decode("latin-1")
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self._unsupported is not None:
+            raise UpstreamProtocolError(
+                f"the wrapped app compressed its response with {self._unsupported!r}; "
+                "put compression middleware outside CompatMiddleware, not inside"
+            )
         while True:
             message = await self._queue.get()
             if isinstance(message, BaseException):
                 raise UpstreamError(f"upstream app failed mid-response: {message!r}") from message
             if message["type"] != "http.response.body":
-                continue  # e.g. http.response.trailers
+                continue  # e.g. http.response.trailers: nothing to translate
             body = message.get("body", b"")
+            if self._decoder is not None:
+                try:
+                    body = self._decoder.decompress(body)
+                except zlib.error as exc:
+                    raise UpstreamProtocolError(f"the wrapped app sent a corrupt compressed body: {exc}") from None
             if body:
                 yield body
             if not message.get("more_body", False):

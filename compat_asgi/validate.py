@@ -79,6 +79,10 @@ def _q(value: Any, limit: int = 240) -> str:
         text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except Exception:  # un-serialisable or too deep: the type is enough
         text = f"<{type(value).__name__}>"
+    return _clip(text, limit)
+
+
+def _clip(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -650,7 +654,7 @@ class _ResponsesChecker:
             ]
             done = [i for i in done if i is not None]
         if [_digest(i) for i in output] != [_digest(i) for i in done]:
-            got, want = [_q(_get(i, "id")) for i in output], [_q(_get(i, "id")) for i in done]
+            got, want = [_id_of(i) for i in output], [_id_of(i) for i in done]
             detail = f"ids {got} != done items {want}" if got != want else "items differ from their output_item.done items"
             self.add("terminal", f"{etype} output: {detail}")
 
@@ -665,6 +669,11 @@ def _cut_off(output: list[Any], item_id: str | None) -> Any:
 
 def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def _id_of(item: Any) -> str:
+    iid = _get(item, "id")
+    return iid if isinstance(iid, str) else _q(iid)
 
 
 def _part_digest(part: Any) -> tuple[str, str]:
@@ -709,23 +718,23 @@ def validate_responses_sse(raw: bytes) -> list[Violation]:
         for frame in frames:
             data = "\n".join(frame.data)
             if not frame.data:
-                out.append(Violation("framing", f"event {frame.event!r} has no data: line", None))
+                out.append(Violation("framing", f"event {_clip(repr(frame.event))} has no data: line", None))
                 continue
             at, index = index, index + 1
             if frame.event is None:
-                out.append(Violation("framing", f"event has no event: line: {_q(data)}", at))
+                out.append(Violation("framing", f"event has no event: line: {_clip(data)}", at))
             if len(frame.data) > 1:
-                out.append(Violation("framing", f"JSON split over {len(frame.data)} data: lines: {_q(data)}", at))
+                out.append(Violation("framing", f"JSON split over {len(frame.data)} data: lines: {_clip(data)}", at))
             if data.strip() == "[DONE]":
                 out.append(Violation("framing", "[DONE] does not belong in a Responses stream", at))
                 continue
             obj = _loads(data)
             if not isinstance(obj, dict):
-                out.append(Violation("framing", f"data is not a JSON object: {_q(data)}", at))
+                out.append(Violation("framing", f"data is not a JSON object: {_clip(data)}", at))
                 checker.lost()
                 continue
             if frame.event is not None and obj.get("type") != frame.event:
-                out.append(Violation("framing", f"event: {frame.event!r} but type {_q(obj.get('type'))}", at))
+                out.append(Violation("framing", f"event: {_clip(repr(frame.event))} but type {_q(obj.get('type'))}", at))
             checker.feed(at, obj)
         checker.finish()
 
@@ -761,7 +770,7 @@ class _ChatChecker:
         self.out.append(Violation(rule, f"{message} -- data: {self.quote}" if self.quote else message, self.at))
 
     def chunk(self, index: int, data: str) -> None:
-        self.at, self.quote = index, _q(data)
+        self.at, self.quote = index, _clip(data)
         obj = _loads(data)
         if not isinstance(obj, dict):
             self.add("chat-framing", "data is not a JSON object")
@@ -882,16 +891,16 @@ def validate_chat_sse(raw: bytes) -> list[Violation]:
         for frame in frames:
             data = "\n".join(frame.data)
             if not frame.data:
-                out.append(Violation("chat-framing", f"event {frame.event!r} has no data: line", None))
+                out.append(Violation("chat-framing", f"event {_clip(repr(frame.event))} has no data: line", None))
                 continue
             at, index = index, index + 1
             if done_at is not None:
-                out.append(Violation("chat-done", f"event after data: [DONE] (at {done_at}): {_q(data)}", at))
+                out.append(Violation("chat-done", f"event after data: [DONE] (at {done_at}): {_clip(data)}", at))
                 continue
             if frame.event is not None:
-                out.append(Violation("chat-framing", f"chat streams carry no event: lines, got {frame.event!r}", at))
+                out.append(Violation("chat-framing", f"chat streams carry no event: lines, got {_clip(repr(frame.event))}", at))
             if len(frame.data) > 1:
-                out.append(Violation("chat-framing", f"JSON split over {len(frame.data)} data: lines: {_q(data)}", at))
+                out.append(Violation("chat-framing", f"JSON split over {len(frame.data)} data: lines: {_clip(data)}", at))
             if data == "[DONE]":
                 done_at = at
             else:

@@ -287,3 +287,29 @@ def test_http_upstream_streams_end_to_end_through_uvicorn() -> None:
                     gate.set()
     assert released == [True]
     assert_valid(validate_responses_sse(raw))
+
+
+def test_compressed_answers_of_the_wrapped_app_are_decoded_or_declined() -> None:
+    import gzip
+
+    stream = b'data: {"choices":[{"index":0,"delta":{"content":"zipped"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+
+    def compressing(coding: bytes, body: bytes) -> Any:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await receive()
+            headers = [(b"content-type", b"text/event-stream"), (b"content-encoding", coding)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for i in range(0, len(body), 7):  # compressed bytes split anywhere
+                await send({"type": "http.response.body", "body": body[i : i + 7], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        return app
+
+    request = {"model": "m", "input": "x", "stream": True}
+    result = run(call(CompatMiddleware(compressing(b"gzip", gzip.compress(stream))), "POST", "/v1/responses", request))
+    assert_valid(validate_responses_sse(result.body))
+    assert sse_events(result.body)[-1]["response"]["output"][0]["content"][0]["text"] == "zipped"
+
+    declined = run(call(CompatMiddleware(compressing(b"br", b"\x00\x01")), "POST", "/v1/responses", request))
+    assert declined.status == 502
+    assert "outside CompatMiddleware" in declined.json()["error"]["message"]

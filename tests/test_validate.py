@@ -315,7 +315,7 @@ MUTATIONS: list[tuple[str, Mutation, set[str]]] = [
     ("missing output_item.done", renumbered(_drop_item_done), {"item-lifecycle", "terminal"}),
     ("text.done != deltas", renumbered(_text_done_mismatch), {"text-parts"}),
     ("arguments.done mismatch", renumbered(_args_done_mismatch), {"function-call"}),
-    ("missing terminal event", renumbered(lambda evs: evs.pop()), {"terminal"}),
+    ("missing terminal event", renumbered(lambda evs: evs.__delitem__(-1)), {"terminal"}),
     ("two terminal events", renumbered(_two_terminals), {"terminal"}),
     ("event name != type", on_bytes(lambda b: b.replace(b"event: response.output_text.delta", b"event: response.text.delta", 1)), {"framing"}),
     ("[DONE] present", on_bytes(lambda b: b + b"data: [DONE]\n\n"), {"framing"}),
@@ -476,6 +476,9 @@ def tool(index: int, args: str, first: bool = False) -> Event:
     return tc
 
 
+USAGE_CHUNK = {"prompt_tokens": 9, "completion_tokens": 11, "total_tokens": 20}
+
+
 def good_chunks() -> list[Event]:
     return [
         chunk(delta({"role": "assistant", "content": ""})),
@@ -485,7 +488,7 @@ def good_chunks() -> list[Event]:
         chunk(delta({"tool_calls": [tool(0, '{"city":"Paris"}')]})),
         chunk(delta({"tool_calls": [tool(1, '"UTC"}')]})),
         chunk(delta({}, "tool_calls")),
-        chunk([], usage={"prompt_tokens": 9, "completion_tokens": 11, "total_tokens": 20}),
+        chunk([], usage=USAGE_CHUNK),
     ]
 
 
@@ -509,26 +512,35 @@ def test_good_chat_stream_through_real_sdk_client() -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 20
 
 
+def edited(edit: Callable[[list[Event]], Any]) -> Callable[[list[Event]], bytes]:
+    def mutate(chunks: list[Event]) -> bytes:
+        edit(chunks)
+        return encode_chat(chunks)
+
+    return mutate
+
+
 def _chat_role_late(cs: list[Event]) -> None:
     cs[0]["choices"][0]["delta"] = {"content": ""}
     cs[1]["choices"][0]["delta"]["role"] = "assistant"
 
 
-def _chat_no_index(cs: list[Event]) -> None:
-    del cs[4]["choices"][0]["delta"]["tool_calls"][0]["index"]
+def _first_tool_delta(cs: list[Event]) -> Event:
+    tc: Event = cs[2]["choices"][0]["delta"]["tool_calls"][0]
+    return tc
 
 
 CHAT_MUTATIONS: list[tuple[str, Callable[[list[Event]], bytes], set[str]]] = [
     ("missing [DONE]", lambda cs: encode_chat(cs, done=False), {"chat-done"}),
     ("chunk after [DONE]", lambda cs: encode_chat(cs) + encode_chat(cs[-1:], done=False), {"chat-done"}),
-    ("tool call without index", lambda cs: (_chat_no_index(cs), encode_chat(cs))[1], {"chat-tool-index"}),
-    ("role not first", lambda cs: (_chat_role_late(cs), encode_chat(cs))[1], {"chat-role"}),
+    ("tool call without index", edited(lambda cs: _first_tool_delta(cs).pop("index")), {"chat-tool-index"}),
+    ("first tool delta without name", edited(lambda cs: _first_tool_delta(cs)["function"].pop("name")), {"chat-tool-index"}),
+    ("arguments not JSON", lambda cs: encode_chat([*cs[:5], *cs[6:]]), {"chat-tool-index"}),
+    ("role not first", edited(_chat_role_late), {"chat-role"}),
     ("two finish_reasons", lambda cs: encode_chat([*cs[:7], chunk(delta({}, "stop")), cs[7]]), {"chat-finish"}),
     ("no finish_reason", lambda cs: encode_chat([*cs[:6], cs[7]]), {"chat-finish"}),
-    ("arguments not JSON", lambda cs: encode_chat([*cs[:5], *cs[6:]]), {"chat-tool-index"}),
-    ("first tool delta without name", lambda cs: (cs[2]["choices"][0]["delta"]["tool_calls"][0]["function"].pop("name"), encode_chat(cs))[1], {"chat-tool-index"}),
-    ("usage chunk with choices", lambda cs: encode_chat([*cs[:6], chunk(delta({}, "tool_calls"), usage=cs[7]["usage"])]), {"chat-usage"}),
-    ("usage total mismatch", lambda cs: encode_chat([*cs[:7], chunk([], usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 3})]), {"chat-usage"}),
+    ("usage chunk with choices", lambda cs: encode_chat([*cs[:6], chunk(delta({}, "tool_calls"), usage=USAGE_CHUNK)]), {"chat-usage"}),
+    ("usage total mismatch", lambda cs: encode_chat([*cs[:7], chunk([], usage=USAGE_CHUNK | {"total_tokens": 21})]), {"chat-usage"}),
     ("id changes", lambda cs: encode_chat([*cs[:3], cs[3] | {"id": "chatcmpl-2"}, *cs[4:]]), {"chat-framing"}),
     ("error object", lambda cs: encode_chat([*cs, {"error": {"message": "boom", "type": "server_error"}}]), {"chat-error"}),
     ("event: lines", lambda cs: b"event: chunk\n" + encode_chat(cs), {"chat-framing"}),

@@ -50,13 +50,14 @@ def map_usage(usage: Any) -> dict[str, Any]:
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))
     prompt_details = usage.get("prompt_tokens_details")
+    if not isinstance(prompt_details, dict):
+        prompt_details = {}
     completion_details = usage.get("completion_tokens_details")
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": _int(prompt_details.get("cached_tokens"))
-            if isinstance(prompt_details, dict)
-            else 0
+            "cached_tokens": _int(prompt_details.get("cached_tokens")),
+            "cache_write_tokens": _int(prompt_details.get("cache_write_tokens")),
         },
         "output_tokens": completion,
         "output_tokens_details": {

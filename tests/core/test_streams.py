@@ -105,7 +105,7 @@ def test_realistic_stream_translates_to_a_valid_stream() -> None:
     ]
     assert final["response"]["usage"] == {
         "input_tokens": 11,
-        "input_tokens_details": {"cached_tokens": 3},
+        "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0},
         "output_tokens": 7,
         "output_tokens_details": {"reasoning_tokens": 2},
         "total_tokens": 18,
@@ -263,7 +263,7 @@ def test_missing_usage_reports_zeros_with_detail_objects() -> None:
     usage = translate([chunk({"content": "a"}), chunk(finish="stop")])[-1]["response"]["usage"]
     assert usage == {
         "input_tokens": 0,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": 0,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 0,
