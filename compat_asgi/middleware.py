@@ -26,6 +26,8 @@ from compat_asgi.asgi import (
     watch_disconnect,
 )
 from compat_asgi.core.ids import Clock, IdFactory, RandomIds, system_clock
+from compat_asgi.core.options import RequestOptions
+from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call
 from compat_asgi.endpoints.proxy import Passthrough
@@ -81,6 +83,9 @@ class CompatMiddleware:
         max_upstream_body_size: int = DEFAULT_MAX_UPSTREAM_BODY,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
         keepalive_interval: float = DEFAULT_KEEPALIVE,
+        drop_unsupported_tools: bool = False,
+        think_tags: bool = False,
+        reasoning_key: bytes | str | None = None,
         ids: IdFactory | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -122,6 +127,13 @@ class CompatMiddleware:
             ids=ids or RandomIds(),
             clock=clock or system_clock,
             strip_authorization=bool(api_keys),
+            translation=RequestOptions(
+                drop_unsupported_tools=drop_unsupported_tools,
+                reasoning_seal=ReasoningSeal(
+                    reasoning_key.encode() if isinstance(reasoning_key, str) else reasoning_key
+                ),
+                think_tags=think_tags,
+            ),
         )
         self._api_keys = [key.encode() for key in api_keys]
         self._max_concurrent = max_concurrent_requests

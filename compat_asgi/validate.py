@@ -49,7 +49,15 @@ def assert_valid(violations: list[Violation]) -> None:
 
 # --- helpers ----------------------------------------------------------------
 
-_ITEM_PREFIX = {"message": "msg_", "function_call": "fc_", "reasoning": "rs_"}
+_ITEM_PREFIX = {"message": "msg_", "function_call": "fc_", "reasoning": "rs_", "custom_tool_call": "ctc_"}
+# Tool-call items whose one text field streams as delta events, then a done event.
+_CALL_FIELDS = {"function_call": "arguments", "custom_tool_call": "input"}
+_CALL_EVENTS = {
+    "response.function_call_arguments.delta": "function_call",
+    "response.function_call_arguments.done": "function_call",
+    "response.custom_tool_call_input.delta": "custom_tool_call",
+    "response.custom_tool_call_input.done": "custom_tool_call",
+}
 _ITEM_STATUSES = frozenset({"in_progress", "completed", "incomplete"})
 _RESPONSE_STATUSES = frozenset({"queued", "in_progress", "completed", "incomplete", "failed", "cancelled"})
 _CHAT_FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
@@ -195,12 +203,13 @@ def _item_problems(item: Any, where: str) -> list[tuple[str, str]]:
         if item.get("role") != "assistant":
             out.append(("object", f"{where} message role is {_q(item.get('role'))}, not 'assistant'"))
         out += _parts_problems(item.get("content"), f"{where}.content", {"output_text": "text", "refusal": "refusal"})
-    elif itype == "function_call":
+    elif itype in _CALL_FIELDS:
         for key in ("call_id", "name"):
             if not _nonempty_str(item.get(key)):
-                out.append(("function-call", f"{where} function_call {key} is not a non-empty string: {_q(item.get(key))}"))
-        if not isinstance(item.get("arguments"), str):
-            out.append(("function-call", f"{where} function_call arguments is not a string: {_q(item.get('arguments'))}"))
+                out.append(("function-call", f"{where} {itype} {key} is not a non-empty string: {_q(item.get(key))}"))
+        field = _CALL_FIELDS[itype]
+        if not isinstance(item.get(field), str):
+            out.append(("function-call", f"{where} {itype} {field} is not a string: {_q(item.get(field))}"))
     elif itype == "reasoning":
         out += _parts_problems(item.get("summary"), f"{where}.summary", {"summary_text": "text"})
         if item.get("content") is not None:
@@ -247,7 +256,7 @@ def _response_problems(obj: Any, expect_status: str | None, status_rule: str, it
         call_ids: set[str] = set()
         for k, item in enumerate(output):
             out += _item_problems(item, f"output[{k}]")
-            call_id = item.get("call_id") if isinstance(item, Mapping) and item.get("type") == "function_call" else None
+            call_id = item.get("call_id") if isinstance(item, Mapping) and item.get("type") in _CALL_FIELDS else None
             if isinstance(call_id, str):
                 if call_id in call_ids:
                     out.append(("function-call", f"output[{k}] repeats call_id {call_id!r}"))
@@ -391,7 +400,7 @@ class _ResponsesChecker:
             self._part_event(etype, ev)
         elif etype in _TEXT_EVENTS:
             self._text_event(etype, ev)
-        elif etype in ("response.function_call_arguments.delta", "response.function_call_arguments.done"):
+        elif etype in _CALL_EVENTS:
             self._arguments(etype, ev)
         elif "output_index" in ev:  # an item event we do not model: still check lifecycle and item_id
             self._lookup(etype, ev)
@@ -492,7 +501,7 @@ class _ResponsesChecker:
             self.item_ids.add(item.id)
         if item.type == "message" and raw.get("content") not in (None, []):
             self.add("item-lifecycle", "added message item must start with empty content")
-        if item.type == "function_call":
+        if item.type in _CALL_FIELDS:
             item.call_id, item.name = raw.get("call_id"), raw.get("name")
             if isinstance(item.call_id, str):
                 if item.call_id in self.call_ids:
@@ -521,11 +530,12 @@ class _ResponsesChecker:
                 if not part.done:
                     self.add("text-parts", f"{_INDEX_KEY[key]} {k} still open at response.output_item.done")
             self._same_parts(key, parts, raw.get(key))
-        if item.type == "function_call":
+        field = _CALL_FIELDS.get(item.type or "")
+        if field is not None:
             if not item.args_done:
-                self.add("function-call", "function call item done without response.function_call_arguments.done")
-            if raw.get("arguments") != item.args:
-                self.add("function-call", f"done item arguments {_q(raw.get('arguments'))} != streamed arguments {_q(item.args)}")
+                self.add("function-call", f"{item.type} item done without its {field} done event")
+            if raw.get(field) != item.args:
+                self.add("function-call", f"done item {field} {_q(raw.get(field))} != streamed {field} {_q(item.args)}")
             if raw.get("call_id") != item.call_id or raw.get("name") != item.name:
                 self.add("function-call", "done item call_id/name differ from the added item")
 
@@ -609,11 +619,12 @@ class _ResponsesChecker:
         item = self._lookup(etype, ev)
         if item is None:
             return
-        if item.type != "function_call":
+        if item.type != _CALL_EVENTS[etype]:
             self.add("function-call", f"{etype} on a {item.type!r} item")
             return
+        field = _CALL_FIELDS[item.type]
         if item.args_done:
-            self.add("function-call", f"{etype} after response.function_call_arguments.done")
+            self.add("function-call", f"{etype} after the {field} done event")
         if etype.endswith(".delta"):
             delta = ev.get("delta")
             if isinstance(delta, str):
@@ -622,8 +633,8 @@ class _ResponsesChecker:
                 self.add("function-call", f"delta is not a string: {_q(delta)}")
             return
         item.args_done = True
-        if ev.get("arguments") != item.args:
-            self.add("function-call", f"arguments {_q(ev.get('arguments'))} != concatenated deltas {_q(item.args)}")
+        if ev.get(field) != item.args:
+            self.add("function-call", f"{field} {_q(ev.get(field))} != concatenated deltas {_q(item.args)}")
 
     # rules 8 and 9
     def _terminal(self, etype: str, ev: Mapping[str, Any]) -> None:
@@ -686,7 +697,8 @@ def _digest(item: Any) -> tuple[str, ...]:
     """What must agree between a done item and the terminal output: ids, texts, arguments."""
     if not isinstance(item, Mapping):
         return ("\0<not an object>",)
-    keys = ("id", "type", "call_id", "name", "arguments") if item.get("type") == "function_call" else ("id", "type")
+    field = _CALL_FIELDS.get(str(item.get("type")))
+    keys = ("id", "type", "call_id", "name", field) if field else ("id", "type")
     out = [_scalar(item.get(k)) for k in keys]
     for key in ("content", "summary"):
         parts = item.get(key)

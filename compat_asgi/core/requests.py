@@ -17,9 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import orjson
+
+from compat_asgi.core.options import OutputOptions, RequestOptions
 from compat_asgi.errors import InvalidRequest
 
-__all__ = ["TranslatedRequest", "responses_to_chat"]
+__all__ = ["TranslatedRequest", "responses_to_chat", "CUSTOM_TOOL_PARAMETERS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,19 @@ class TranslatedRequest:
     echo: dict[str, Any]
     """Request-derived fields of the Response object, in OpenAI's order, defaults filled."""
     stream: bool
+    output: OutputOptions = OutputOptions()
+    """How the answer becomes output items (custom tools, reasoning form)."""
+
+
+_DEFAULT_OPTIONS = RequestOptions()
+# The one string parameter a custom (freeform) tool becomes for a chat backend.
+CUSTOM_TOOL_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "The complete input for the tool."}},
+    "required": ["input"],
+    "additionalProperties": False,
+}
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
 # Everything ResponseCreateParams defines. Keys in _UNSUPPORTED_KEYS are real
@@ -385,16 +401,23 @@ def _reasoning_texts(item: dict[str, Any], key: str, kind: str, param: str) -> l
     return texts
 
 
-def _reasoning_text(item: dict[str, Any], param: str) -> str:
-    """The readable text of a reasoning item: its raw ``content`` if any, else the summary.
-
-    ``content`` is what a chat backend's ``reasoning_content`` became on the way
-    out, so preferring it gives the backend back its own reasoning.
-    """
+def _reasoning_text(item: dict[str, Any], param: str, options: RequestOptions) -> str:
+    """The text of a reasoning item: sealed ``encrypted_content`` first (it is
+    the backend's full reasoning even when only a summary was shown), else
+    the raw ``content``, else the summary."""
     content = _reasoning_texts(item, "content", "reasoning_text", param)
     summary = _reasoning_texts(item, "summary", "summary_text", param)
-    # encrypted_content is opaque to any backend but OpenAI's; accepted, unused.
-    _opt_str(item, "encrypted_content", f"{param}.encrypted_content")
+    sealed = _opt_str(item, "encrypted_content", f"{param}.encrypted_content")
+    if sealed is not None and options.reasoning_seal is not None:
+        text = options.reasoning_seal.open(sealed)
+        if text is None:
+            raise InvalidRequest(
+                f"Invalid '{param}.encrypted_content': it was not issued by this server "
+                "or has been altered.",
+                param=f"{param}.encrypted_content",
+                code="invalid_encrypted_content",
+            )
+        return text
     return "\n".join(content or summary)
 
 
@@ -411,7 +434,9 @@ def _append_reasoning(message: dict[str, Any], pending: list[str]) -> None:
     message["reasoning_content"] = f"{previous}\n{text}" if previous else text
 
 
-def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
+def _input_messages(
+    items: list[Any], messages: list[dict[str, Any]], options: RequestOptions
+) -> None:
     """Append the chat messages for a Responses ``input`` item list to ``messages``.
 
     Reasoning items: chat has no standalone reasoning turn, only
@@ -468,14 +493,16 @@ def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
                 open_assistant = None
             messages.append(message)
 
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
+            if kind == "function_call":
+                arguments = _req_str(item, "arguments", param)
+            else:
+                # Custom tools reach the backend as a function of one string.
+                arguments = orjson.dumps({"input": _req_str(item, "input", param)}).decode()
             call = {
                 "id": _req_str(item, "call_id", param, non_empty=True),
                 "type": "function",
-                "function": {
-                    "name": _req_str(item, "name", param, non_empty=True),
-                    "arguments": _req_str(item, "arguments", param),
-                },
+                "function": {"name": _req_str(item, "name", param, non_empty=True), "arguments": arguments},
             }
             if open_assistant is None:
                 open_assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -484,7 +511,7 @@ def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
                 open_assistant.setdefault("tool_calls", []).append(call)
             _append_reasoning(open_assistant, pending_reasoning)
 
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             # The call may live in stored history, so an unmatched call_id is forwarded.
             call_id = _req_str(item, "call_id", param, non_empty=True)
             if "output" not in item:
@@ -495,7 +522,7 @@ def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
             open_assistant = None
 
         elif kind == "reasoning":
-            text = _reasoning_text(item, param)
+            text = _reasoning_text(item, param, options)
             if text:
                 pending_reasoning.append(text)
 
@@ -509,7 +536,7 @@ def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
             raise InvalidRequest(
                 f"Invalid value for '{param}.type': input item type '{kind}' is not supported "
                 "by this server. Supported types are: 'message', 'function_call', "
-                "'function_call_output', 'reasoning'.",
+                "'function_call_output', 'custom_tool_call', 'custom_tool_call_output', 'reasoning'.",
                 param=f"{param}.type",
                 code="unsupported_value",
             )
@@ -522,68 +549,120 @@ def _input_messages(items: list[Any], messages: list[dict[str, Any]]) -> None:
 # Tools, tool_choice, text format
 
 
-def _chat_tools(tools: object) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
-    """(echoed tools, chat tools, offered function names)."""
+def _chat_tools(
+    tools: object, options: RequestOptions
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], frozenset[str]]:
+    """(echoed tools, chat tools by name in offered order, names of custom tools)."""
     if tools is None:
-        return [], [], set()
+        return [], {}, frozenset()
     if not isinstance(tools, list):
         _type_error("tools", "an array", tools)
-    chat_tools: list[dict[str, Any]] = []
-    names: set[str] = set()
+    chat_tools: dict[str, dict[str, Any]] = {}
+    custom: set[str] = set()
     for i, raw in enumerate(tools):
         param = f"tools[{i}]"
         tool = _as_dict(raw, param)
         kind = _type_of(tool, param)
-        if kind != "function":
+        if kind not in ("function", "custom"):
+            if options.drop_unsupported_tools:
+                continue
             _unsupported(
                 f"{param}.type",
-                f"Tool type '{kind}' is not supported by this server: only 'function' tools "
-                "can be offered to a chat-completions backend.",
+                f"Tool type '{kind}' is not supported by this server: only 'function' and "
+                "'custom' tools can be offered to a chat-completions backend.",
             )
         name = _req_str(tool, "name", param, non_empty=True)
+        if name in chat_tools:
+            raise InvalidRequest(
+                f"Invalid 'tools': the name '{name}' is used by more than one tool.",
+                param=f"{param}.name",
+                code="invalid_value",
+            )
         function: dict[str, Any] = {"name": name}
         description = _opt_str(tool, "description", f"{param}.description")
-        if description is not None:
-            function["description"] = description
-        parameters = _opt_dict(tool, "parameters", f"{param}.parameters")
-        if parameters is not None:
-            function["parameters"] = parameters
-        strict = _opt_bool(tool, "strict", f"{param}.strict")
-        if strict is not None:
-            function["strict"] = strict
-        chat_tools.append({"type": "function", "function": function})
-        names.add(name)
-    return tools, chat_tools, names
+        if kind == "custom":
+            custom.add(name)
+            hint = _custom_format_hint(tool, param)
+            description = "\n\n".join(filter(None, [description, hint]))
+            if description:
+                function["description"] = description
+            function["parameters"] = CUSTOM_TOOL_PARAMETERS
+        else:
+            if description is not None:
+                function["description"] = description
+            parameters = _opt_dict(tool, "parameters", f"{param}.parameters")
+            if parameters is not None:
+                function["parameters"] = parameters
+            strict = _opt_bool(tool, "strict", f"{param}.strict")
+            if strict is not None:
+                function["strict"] = strict
+        chat_tools[name] = {"type": "function", "function": function}
+    return tools, chat_tools, frozenset(custom)
 
 
-def _chat_tool_choice(choice: object, names: set[str]) -> str | dict[str, Any]:
+def _custom_format_hint(tool: dict[str, Any], param: str) -> str | None:
+    """A custom tool's input format, told to the backend in words: chat
+    functions cannot carry a grammar."""
+    fmt = _opt_dict(tool, "format", f"{param}.format")
+    if fmt is None:
+        return None
+    kind = _type_of(fmt, f"{param}.format")
+    if kind == "text":
+        return None
+    if kind != "grammar":
+        _bad_value(f"{param}.format.type", kind, ("text", "grammar"))
+    syntax = _opt_enum(fmt, "syntax", f"{param}.format.syntax", ("lark", "regex")) or "lark"
+    definition = _req_str(fmt, "definition", f"{param}.format")
+    return f"The input must match this {syntax} grammar:\n{definition}"
+
+
+def _chat_tool_choice(
+    choice: object, tools: dict[str, dict[str, Any]]
+) -> tuple[str | dict[str, Any], dict[str, dict[str, Any]]]:
+    """(chat tool_choice, the tools the upstream may see)."""
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
             _bad_value("tool_choice", choice, _TOOL_CHOICE_MODES)
-        if choice == "required" and not names:
+        if choice == "required" and not tools:
             raise InvalidRequest(
                 "Invalid value for 'tool_choice': 'required' needs at least one tool in 'tools'.",
                 param="tool_choice",
                 code="invalid_value",
             )
-        return choice
+        return choice, tools
     if not isinstance(choice, dict):
         _type_error("tool_choice", "a string or an object", choice)
     kind = _type_of(choice, "tool_choice")
-    if kind != "function":
-        _unsupported(
-            "tool_choice",
-            f"tool_choice of type '{kind}' is not supported by this server: use 'auto', "
-            "'none', 'required' or {\"type\": \"function\", \"name\": ...}.",
-        )
-    name = _req_str(choice, "name", "tool_choice")
-    if name not in names:
+    if kind in ("function", "custom"):
+        return {"type": "function", "function": {"name": _offered(choice, "tool_choice", tools)}}, tools
+    if kind == "allowed_tools":
+        mode = _opt_enum(choice, "mode", "tool_choice.mode", ("auto", "required")) or "auto"
+        listed = choice.get("tools")
+        if not isinstance(listed, list) or not listed:
+            _type_error("tool_choice.tools", "a non-empty array", listed)
+        allowed: dict[str, dict[str, Any]] = {}
+        for i, raw in enumerate(listed):
+            entry = _as_dict(raw, f"tool_choice.tools[{i}]")
+            name = _offered(entry, f"tool_choice.tools[{i}]", tools)
+            allowed[name] = tools[name]
+        # The upstream only sees the allowed subset, so it cannot call the rest.
+        return mode, allowed
+    _unsupported(
+        "tool_choice",
+        f"tool_choice of type '{kind}' is not supported by this server: use 'auto', 'none', "
+        "'required', a function or custom tool, or allowed_tools.",
+    )
+
+
+def _offered(entry: dict[str, Any], param: str, tools: dict[str, dict[str, Any]]) -> str:
+    name = _req_str(entry, "name", param)
+    if name not in tools:
         raise InvalidRequest(
-            f"Invalid value for 'tool_choice.name': no function named '{name}' is in 'tools'.",
-            param="tool_choice.name",
+            f"Invalid value for '{param}.name': no tool named '{name}' is in 'tools'.",
+            param=f"{param}.name",
             code="invalid_value",
         )
-    return {"type": "function", "function": {"name": name}}
+    return name
 
 
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
@@ -655,7 +734,9 @@ def _conversation(body: dict[str, Any]) -> dict[str, Any] | None:
     _type_error("conversation", "a string or an object", value)
 
 
-def responses_to_chat(body: object) -> TranslatedRequest:
+def responses_to_chat(
+    body: object, options: RequestOptions = _DEFAULT_OPTIONS
+) -> TranslatedRequest:
     """Validate a Responses create body and map it to a chat-completions body."""
     if not isinstance(body, dict):
         raise InvalidRequest(
@@ -701,19 +782,21 @@ def responses_to_chat(body: object) -> TranslatedRequest:
     if isinstance(input_value, str):
         messages.append({"role": "user", "content": input_value})
     elif isinstance(input_value, list):
-        _input_messages(input_value, messages)
+        _input_messages(input_value, messages, options)
     else:
         _type_error("input", "a string or an array of input items", input_value)
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
 
     # --- tools
-    echo_tools, chat_tools, tool_names = _chat_tools(body.get("tools"))
+    echo_tools, chat_tools, custom_tools = _chat_tools(body.get("tools"), options)
     tool_choice = body.get("tool_choice")
-    chat_tool_choice = None if tool_choice is None else _chat_tool_choice(tool_choice, tool_names)
+    chat_tool_choice = None
+    if tool_choice is not None:
+        chat_tool_choice, chat_tools = _chat_tool_choice(tool_choice, chat_tools)
     parallel_tool_calls = _opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
     if chat_tools:
-        chat["tools"] = chat_tools
+        chat["tools"] = list(chat_tools.values())
         # OpenAI's chat API rejects tool_choice/parallel_tool_calls without tools.
         if chat_tool_choice is not None:
             chat["tool_choice"] = chat_tool_choice
@@ -755,12 +838,15 @@ def responses_to_chat(body: object) -> TranslatedRequest:
 
     reasoning = _opt_dict(body, "reasoning", "reasoning")
     echo_reasoning: dict[str, Any] = {"effort": None, "summary": None}
+    summary = None
     if reasoning is not None:
         effort = _opt_enum(reasoning, "effort", "reasoning.effort", _REASONING_EFFORTS)
         if effort is not None:
             chat["reasoning_effort"] = effort
-        _opt_enum(reasoning, "summary", "reasoning.summary", _REASONING_SUMMARIES)
-        _opt_enum(reasoning, "generate_summary", "reasoning.generate_summary", _REASONING_SUMMARIES)
+        summary = _opt_enum(reasoning, "summary", "reasoning.summary", _REASONING_SUMMARIES)
+        summary = summary or _opt_enum(
+            reasoning, "generate_summary", "reasoning.generate_summary", _REASONING_SUMMARIES
+        )
         _opt_enum(reasoning, "context", "reasoning.context", _REASONING_CONTEXTS)
         _opt_str(reasoning, "mode", "reasoning.mode")
         echo_reasoning.update(reasoning)
@@ -784,11 +870,12 @@ def responses_to_chat(body: object) -> TranslatedRequest:
     safety_identifier = _opt_str(body, "safety_identifier", "safety_identifier")
     _opt_enum(body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)
     include = body.get("include")
+    included: set[str] = set()
     if include is not None:
         if not isinstance(include, list):
             _type_error("include", "an array of strings", include)
         for i, value in enumerate(include):
-            _str(value, f"include[{i}]")
+            included.add(_str(value, f"include[{i}]"))
     stream_options = _opt_dict(body, "stream_options", "stream_options")
     if stream_options is not None:
         _opt_bool(stream_options, "include_obfuscation", "stream_options.include_obfuscation")
@@ -821,4 +908,10 @@ def responses_to_chat(body: object) -> TranslatedRequest:
         "safety_identifier": safety_identifier,
         "conversation": conversation,
     }
-    return TranslatedRequest(chat=chat, echo=echo, stream=stream)
+    output = OutputOptions(
+        custom_tools=custom_tools,
+        reasoning_summary=summary is not None,
+        reasoning_seal=options.reasoning_seal if ENCRYPTED_REASONING in included else None,
+        think_tags=options.think_tags,
+    )
+    return TranslatedRequest(chat=chat, echo=echo, stream=stream, output=output)

@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 
 from compat_asgi.core.ids import IdFactory
+from compat_asgi.core.options import OutputOptions
+from compat_asgi.core.reasoning import ReasoningSeal, split_think
 from compat_asgi.errors import UpstreamProtocolError
 
 __all__ = [
@@ -21,9 +23,14 @@ __all__ = [
     "output_text_part",
     "refusal_part",
     "reasoning_text_part",
+    "summary_text_part",
+    "custom_tool_call_item",
+    "custom_tool_input",
+    "reasoning_output",
     "chat_completion_to_response",
 ]
 
+_DEFAULT_OUTPUT = OutputOptions()
 # chat finish_reason -> Responses incomplete_details.reason
 _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -115,8 +122,61 @@ def function_call_item(
     }
 
 
-def reasoning_item(item_id: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "reasoning", "status": status, "summary": [], "content": content}
+def reasoning_item(
+    item_id: str,
+    content: list[dict[str, Any]],
+    status: str,
+    summary: list[dict[str, Any]] | None = None,
+    seal: ReasoningSeal | None = None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": item_id,
+        "type": "reasoning",
+        "status": status,
+        "summary": summary or [],
+        "content": content,
+    }
+    if seal is not None:
+        text = "\n".join(part["text"] for part in (*content, *(summary or ())))
+        item["encrypted_content"] = seal.seal(text)
+    return item
+
+
+def summary_text_part(text: str) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
+
+
+def custom_tool_call_item(
+    item_id: str, call_id: str, name: str, tool_input: str, status: str
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "input": tool_input,
+    }
+
+
+def custom_tool_input(arguments: str) -> str:
+    """The freeform input of a custom tool from the one-string-argument call the
+    backend made; text that is not that JSON shape is taken as the input itself."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+    tool_input = value.get("input") if isinstance(value, dict) else None
+    return tool_input if isinstance(tool_input, str) else arguments
+
+
+def reasoning_output(
+    item_id: str, text: str, options: OutputOptions, status: str = "completed"
+) -> dict[str, Any]:
+    """A whole reasoning item in the form the request asked for."""
+    if options.reasoning_summary:
+        return reasoning_item(item_id, [], status, [summary_text_part(text)], options.reasoning_seal)
+    return reasoning_item(item_id, [reasoning_text_part(text)], status, None, options.reasoning_seal)
 
 
 def reasoning_text_part(text: str) -> dict[str, Any]:
@@ -124,7 +184,10 @@ def reasoning_text_part(text: str) -> dict[str, Any]:
 
 
 def chat_completion_to_response(
-    completion: Any, response: dict[str, Any], ids: IdFactory
+    completion: Any,
+    response: dict[str, Any],
+    ids: IdFactory,
+    options: OutputOptions = _DEFAULT_OUTPUT,
 ) -> dict[str, Any]:
     """Fill ``response`` (from :func:`new_response`) from a non-streamed chat completion."""
     if not isinstance(completion, dict):
@@ -142,10 +205,14 @@ def chat_completion_to_response(
 
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        output.append(reasoning_item(ids("rs"), [reasoning_text_part(reasoning)], "completed"))
-    parts: list[dict[str, Any]] = []
+    reasoning = reasoning if isinstance(reasoning, str) else ""
     content = message.get("content")
+    if options.think_tags and isinstance(content, str):
+        thought, content = split_think(content)
+        reasoning = "\n".join(filter(None, [reasoning, thought]))
+    if reasoning:
+        output.append(reasoning_output(ids("rs"), reasoning, options))
+    parts: list[dict[str, Any]] = []
     if isinstance(content, str) and content:
         parts.append(output_text_part(content))
     refusal = message.get("refusal")
@@ -159,16 +226,17 @@ def chat_completion_to_response(
         if not isinstance(function, dict):
             raise UpstreamProtocolError("upstream tool call has no function")
         call_id = call.get("id")
-        arguments = function.get("arguments")
-        output.append(
-            function_call_item(
-                ids("fc"),
-                call_id if isinstance(call_id, str) and call_id else ids("call"),
-                str(function.get("name") or ""),
-                arguments_text(arguments),
-                "completed",
+        call_id = call_id if isinstance(call_id, str) and call_id else ids("call")
+        name = str(function.get("name") or "")
+        arguments = arguments_text(function.get("arguments"))
+        if name in options.custom_tools:
+            output.append(
+                custom_tool_call_item(
+                    ids("ctc"), call_id, name, custom_tool_input(arguments), "completed"
+                )
             )
-        )
+        else:
+            output.append(function_call_item(ids("fc"), call_id, name, arguments, "completed"))
 
     response["status"] = status
     response["incomplete_details"] = incomplete

@@ -9,13 +9,20 @@ buffers text it could already send.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from compat_asgi.core.ids import IdFactory
+from compat_asgi.core.options import OutputOptions
+from compat_asgi.core.reasoning import ThinkSplitter
 from compat_asgi.core.responses import (
     arguments_text,
+    custom_tool_call_item,
+    custom_tool_input,
     finish_status,
     function_call_item,
     map_usage,
@@ -24,6 +31,7 @@ from compat_asgi.core.responses import (
     reasoning_item,
     reasoning_text_part,
     refusal_part,
+    summary_text_part,
 )
 from compat_asgi.core.sse import DEFAULT_MAX_LINE, DONE, SSEDecoder
 from compat_asgi.errors import CompatError, UpstreamProtocolError, UpstreamStatusError
@@ -31,65 +39,182 @@ from compat_asgi.errors import CompatError, UpstreamProtocolError, UpstreamStatu
 __all__ = ["ChatToResponses", "completion_to_chunk", "stream_error"]
 
 Event = dict[str, Any]
+_DEFAULT_OUTPUT = OutputOptions()
 
-# part type -> (delta event, done event, text field of the part and the done event)
-_PART_EVENTS = {
-    "output_text": ("response.output_text.delta", "response.output_text.done", "text"),
-    "refusal": ("response.refusal.delta", "response.refusal.done", "refusal"),
-    "reasoning_text": ("response.reasoning_text.delta", "response.reasoning_text.done", "text"),
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """How one kind of streamed text part is announced, streamed and finished."""
+
+    part: Callable[[str], dict[str, Any]]
+    field: str  # the text field of the part and of the done event
+    delta: str
+    done: str
+    added: str
+    part_done: str
+    index_key: str
+    slot: str  # where finished parts go in the item: "content" or "summary"
+
+
+_CONTENT = ("response.content_part.added", "response.content_part.done", "content_index", "content")
+_KINDS = {
+    "output_text": _Kind(
+        output_text_part, "text", "response.output_text.delta", "response.output_text.done", *_CONTENT
+    ),
+    "refusal": _Kind(
+        refusal_part, "refusal", "response.refusal.delta", "response.refusal.done", *_CONTENT
+    ),
+    "reasoning_text": _Kind(
+        reasoning_text_part,
+        "text",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        *_CONTENT,
+    ),
+    "summary_text": _Kind(
+        summary_text_part,
+        "text",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_part.done",
+        "summary_index",
+        "summary",
+    ),
 }
-_EMPTY_PART = {
-    "output_text": lambda: output_text_part(""),
-    "refusal": lambda: refusal_part(""),
-    "reasoning_text": lambda: reasoning_text_part(""),
-}
-_FULL_PART = {
-    "output_text": output_text_part,
-    "refusal": refusal_part,
-    "reasoning_text": reasoning_text_part,
-}
+
+
+_OUTPUT_TEXT = _KINDS["output_text"]
+_REFUSAL = _KINDS["refusal"]
 
 
 class _TextItem:
     """A message or reasoning item being streamed: finished parts plus the open one."""
 
-    __slots__ = ("id", "type", "index", "parts", "kind", "chunks")
+    __slots__ = ("id", "type", "index", "content", "summary", "kind", "chunks")
 
     def __init__(self, item_id: str, item_type: str, index: int) -> None:
         self.id = item_id
         self.type = item_type
         self.index = index
-        self.parts: list[dict[str, Any]] = []
-        self.kind: str | None = None
+        self.content: list[dict[str, Any]] = []
+        self.summary: list[dict[str, Any]] = []
+        self.kind: _Kind | None = None
         self.chunks: list[str] = []
 
-    def build(self, status: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.type == "message":
-            return message_item(self.id, parts, status)
-        return reasoning_item(self.id, parts, status)
+    def slot(self, kind: _Kind) -> list[dict[str, Any]]:
+        return self.content if kind.slot == "content" else self.summary
 
-    def partial(self) -> dict[str, Any]:
-        parts = list(self.parts)
+    def build(self, status: str, options: OutputOptions | None = None) -> dict[str, Any]:
+        if self.type == "message":
+            return message_item(self.id, list(self.content), status)
+        seal = options.reasoning_seal if options is not None else None
+        return reasoning_item(self.id, list(self.content), status, list(self.summary), seal)
+
+    def partial(self, options: OutputOptions) -> dict[str, Any]:
         if self.kind is not None:
-            parts.append(_FULL_PART[self.kind]("".join(self.chunks)))
-        return self.build("incomplete", parts)
+            self.slot(self.kind).append(self.kind.part("".join(self.chunks)))
+            self.kind = None
+        return self.build("incomplete", options)
 
 
 class _Call:
-    """One function call, keyed by the chat ``index`` it streams under."""
+    """One function or custom tool call, keyed by the chat ``index`` it streams under."""
 
-    __slots__ = ("id", "index", "call_id", "name", "chunks", "upstream_id")
+    __slots__ = ("id", "index", "call_id", "name", "chunks", "upstream_id", "custom", "input")
 
-    def __init__(self, item_id: str, call_id: str | None) -> None:
-        self.id = item_id
-        self.index = -1  # output_index, assigned when the item is announced
+    def __init__(self, call_id: str | None) -> None:
+        self.id = ""  # assigned with its prefix when announced
+        self.index = -1  # output_index, assigned when announced
         self.upstream_id = call_id
         self.call_id = call_id or ""
         self.name = ""
         self.chunks: list[str] = []
+        self.custom = False
+        self.input: _InputDecoder | None = None
 
     def build(self, status: str) -> dict[str, Any]:
-        return function_call_item(self.id, self.call_id, self.name, "".join(self.chunks), status)
+        arguments = "".join(self.chunks)
+        if self.custom:
+            tool_input = custom_tool_input(arguments)
+            return custom_tool_call_item(self.id, self.call_id, self.name, tool_input, status)
+        return function_call_item(self.id, self.call_id, self.name, arguments, status)
+
+
+class _InputDecoder:
+    """Streams the ``input`` string of ``{"input": "..."}`` as its JSON text arrives,
+    so a custom tool's input is forwarded while the backend is still writing it.
+
+    Falls back to nothing (the whole input is then sent at the end) when the
+    arguments do not have that shape.
+    """
+
+    __slots__ = ("_buf", "_state", "sent")
+
+    _PREFIX = re.compile(r'\s*\{\s*"input"\s*:\s*"')
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._state = "prefix"  # prefix -> string -> done | raw
+        self.sent = ""
+
+    def feed(self, text: str) -> str:
+        if self._state in ("done", "raw"):
+            return ""
+        self._buf += text
+        if self._state == "prefix":
+            match = self._PREFIX.match(self._buf)
+            if match is None:
+                if len(self._buf) > 64 or not _could_start(self._buf):
+                    self._state = "raw"
+                return ""
+            self._state = "string"
+            self._buf = self._buf[match.end() :]
+        cut, closed = _decodable(self._buf)
+        try:
+            piece: str = orjson.loads(('"' + self._buf[:cut] + '"').encode())
+        except orjson.JSONDecodeError:
+            self._state = "raw"
+            return ""
+        self._buf = self._buf[cut:]
+        if closed:
+            self._state = "done"
+        self.sent += piece
+        return piece
+
+
+def _could_start(text: str) -> bool:
+    """Whether ``text`` may still grow into ``{"input": "``."""
+    squeezed = "".join(text.split())
+    return '{"input":"'.startswith(squeezed)
+
+
+def _decodable(text: str) -> tuple[int, bool]:
+    """(length of the longest prefix of a JSON string body that decodes on its
+    own, whether the closing quote follows it): never cuts an escape or a
+    surrogate pair in half."""
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == '"':
+            return i, True
+        if char != "\\":
+            i += 1
+            continue
+        if i + 1 >= n:
+            return i, False
+        if text[i + 1] != "u":
+            i += 2
+            continue
+        if i + 6 > n:
+            return i, False
+        if text[i + 2 : i + 4].lower() in ("d8", "d9", "da", "db"):  # high surrogate
+            if i + 12 > n:
+                return i, False
+            i += 12
+        else:
+            i += 6
+    return n, False
 
 
 class ChatToResponses:
@@ -101,13 +226,21 @@ class ChatToResponses:
     """
 
     def __init__(
-        self, response: dict[str, Any], ids: IdFactory, *, max_line: int = DEFAULT_MAX_LINE
+        self,
+        response: dict[str, Any],
+        ids: IdFactory,
+        *,
+        max_line: int = DEFAULT_MAX_LINE,
+        options: OutputOptions = _DEFAULT_OUTPUT,
     ) -> None:
         self.response = response
         self.done = False
         self.saw_done = False
         self._decoder = SSEDecoder(max_line)
         self._ids = ids
+        self._options = options
+        self._reasoning_kind = _KINDS["summary_text" if options.reasoning_summary else "reasoning_text"]
+        self._think = ThinkSplitter() if options.think_tags else None
         self._seq = 0
         self._out: list[Event] = []
         self._output: list[dict[str, Any] | None] = []  # final items by output_index
@@ -162,13 +295,13 @@ class ChatToResponses:
         if isinstance(delta, dict):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and isinstance(reasoning, str):
-                self._text_delta("reasoning", "reasoning_text", reasoning)
+                self._text_delta("reasoning", self._reasoning_kind, reasoning)
             content = delta.get("content")
             if content and isinstance(content, str):
-                self._text_delta("message", "output_text", content)
+                self._content(content)
             refusal = delta.get("refusal")
             if refusal and isinstance(refusal, str):
-                self._text_delta("message", "refusal", refusal)
+                self._text_delta("message", _REFUSAL, refusal)
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
                 for position, tool_call in enumerate(tool_calls):
@@ -214,7 +347,7 @@ class ChatToResponses:
         self._emit({"type": "error", "code": code, "message": error.message, "param": error.param})
         output = list(self._output)
         if self._text is not None:
-            output[self._text.index] = self._text.partial()
+            output[self._text.index] = self._text.partial(self._options)
         for call in self._calls.values():
             if call.index >= 0 and output[call.index] is None:
                 output[call.index] = call.build("incomplete")
@@ -244,35 +377,45 @@ class ChatToResponses:
         self._emit({"type": "response.output_item.added", "output_index": index, "item": item})
         return index
 
-    def _text_delta(self, item_type: str, kind: str, delta: str) -> None:
+    def _content(self, text: str) -> None:
+        if self._think is None:
+            self._text_delta("message", _OUTPUT_TEXT, text)
+            return
+        thought, answer = self._think.feed(text)
+        if thought:
+            self._text_delta("reasoning", self._reasoning_kind, thought)
+        if answer:
+            self._text_delta("message", _OUTPUT_TEXT, answer)
+
+    def _text_delta(self, item_type: str, kind: _Kind, delta: str) -> None:
         text = self._text
         if text is None or text.type != item_type:
             self._close_text("completed")
             prefix = "msg" if item_type == "message" else "rs"
             text = _TextItem(self._ids(prefix), item_type, len(self._output))
-            self._announce(text.build("in_progress", []))
+            self._announce(text.build("in_progress"))
             self._text = text
-        if text.kind != kind:
+        if text.kind is not kind:
             self._close_part(text)
             text.kind = kind
             self._emit(
                 {
-                    "type": "response.content_part.added",
+                    "type": kind.added,
                     "item_id": text.id,
                     "output_index": text.index,
-                    "content_index": len(text.parts),
-                    "part": _EMPTY_PART[kind](),
+                    kind.index_key: len(text.slot(kind)),
+                    "part": kind.part(""),
                 }
             )
         text.chunks.append(delta)
         event: Event = {
-            "type": _PART_EVENTS[kind][0],
+            "type": kind.delta,
             "item_id": text.id,
             "output_index": text.index,
-            "content_index": len(text.parts),
+            kind.index_key: len(text.slot(kind)),
             "delta": delta,
         }
-        if kind == "output_text":
+        if kind.part is output_text_part:
             event["logprobs"] = []
         self._emit(event)
 
@@ -280,30 +423,29 @@ class ChatToResponses:
         kind = text.kind
         if kind is None:
             return
-        _, done_type, field = _PART_EVENTS[kind]
         full = "".join(text.chunks)
-        part = _FULL_PART[kind](full)
-        content_index = len(text.parts)
+        part = kind.part(full)
+        slot = text.slot(kind)
         event: Event = {
-            "type": done_type,
+            "type": kind.done,
             "item_id": text.id,
             "output_index": text.index,
-            "content_index": content_index,
-            field: full,
+            kind.index_key: len(slot),
+            kind.field: full,
         }
-        if kind == "output_text":
+        if kind.part is output_text_part:
             event["logprobs"] = []
         self._emit(event)
         self._emit(
             {
-                "type": "response.content_part.done",
+                "type": kind.part_done,
                 "item_id": text.id,
                 "output_index": text.index,
-                "content_index": content_index,
+                kind.index_key: len(slot),
                 "part": part,
             }
         )
-        text.parts.append(part)
+        slot.append(part)
         text.kind = None
         text.chunks = []
 
@@ -312,7 +454,7 @@ class ChatToResponses:
         if text is None:
             return
         self._close_part(text)
-        item = text.build(status, text.parts)
+        item = text.build(status, self._options)
         self._output[text.index] = item
         self._emit({"type": "response.output_item.done", "output_index": text.index, "item": item})
         self._text = None
@@ -337,7 +479,7 @@ class ChatToResponses:
             call = None
         if call is None:
             self._close_text("completed")
-            call = self._calls[index] = _Call(self._ids("fc"), call_id)
+            call = self._calls[index] = _Call(call_id)
         elif call_id and not call.upstream_id:
             call.upstream_id = call_id
             if call.index < 0:
@@ -359,21 +501,27 @@ class ChatToResponses:
     def _open_call(self, call: _Call) -> None:
         if not call.call_id:
             call.call_id = self._ids("call")
-        call.index = self._announce(
-            function_call_item(call.id, call.call_id, call.name, "", "in_progress")
-        )
+        call.custom = call.name in self._options.custom_tools
+        if call.custom:
+            call.id = self._ids("ctc")
+            call.input = _InputDecoder()
+            item = custom_tool_call_item(call.id, call.call_id, call.name, "", "in_progress")
+        else:
+            call.id = self._ids("fc")
+            item = function_call_item(call.id, call.call_id, call.name, "", "in_progress")
+        call.index = self._announce(item)
         if call.chunks:
             self._emit_arguments(call, "".join(call.chunks))
 
     def _emit_arguments(self, call: _Call, piece: str) -> None:
-        self._emit(
-            {
-                "type": "response.function_call_arguments.delta",
-                "item_id": call.id,
-                "output_index": call.index,
-                "delta": piece,
-            }
-        )
+        if call.input is not None:
+            piece = call.input.feed(piece)
+            if not piece:
+                return
+            kind = "response.custom_tool_call_input.delta"
+        else:
+            kind = "response.function_call_arguments.delta"
+        self._emit({"type": kind, "item_id": call.id, "output_index": call.index, "delta": piece})
 
     def _close_call(self, call: _Call, status: str) -> None:
         if call.index < 0:
@@ -382,18 +530,46 @@ class ChatToResponses:
             return
         item = call.build(status)
         self._output[call.index] = item
-        self._emit(
-            {
+        if call.input is not None:
+            # Whatever the incremental decoder could not stream goes out now.
+            full: str = item["input"]
+            sent = call.input.sent
+            rest = full[len(sent) :] if full.startswith(sent) else ""
+            if rest:
+                self._emit(
+                    {
+                        "type": "response.custom_tool_call_input.delta",
+                        "item_id": call.id,
+                        "output_index": call.index,
+                        "delta": rest,
+                    }
+                )
+            elif not full.startswith(sent):
+                raise UpstreamProtocolError("upstream custom tool input did not decode consistently")
+            done: Event = {
+                "type": "response.custom_tool_call_input.done",
+                "item_id": call.id,
+                "output_index": call.index,
+                "input": full,
+            }
+        else:
+            done = {
                 "type": "response.function_call_arguments.done",
                 "item_id": call.id,
                 "output_index": call.index,
                 "arguments": item["arguments"],
             }
-        )
+        self._emit(done)
         self._emit({"type": "response.output_item.done", "output_index": call.index, "item": item})
 
     def _close_all(self, truncated: bool) -> None:
         status = "incomplete" if truncated else "completed"
+        if self._think is not None:
+            thought, answer = self._think.close()
+            if thought:
+                self._text_delta("reasoning", self._reasoning_kind, thought)
+            if answer:
+                self._text_delta("message", _OUTPUT_TEXT, answer)
         self._close_text(status)
         calls = sorted(self._calls.values(), key=lambda c: c.index if c.index >= 0 else 1 << 62)
         for call in calls:

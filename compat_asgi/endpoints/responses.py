@@ -66,7 +66,7 @@ class ResponsesOverChat:
 
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
-        translated = responses_to_chat(parse_json(call.body))
+        translated = responses_to_chat(parse_json(call.body), settings.translation)
         echo = translated.echo
         for field in ("previous_response_id", "conversation"):
             if echo.get(field) is not None:
@@ -91,10 +91,15 @@ class ResponsesOverChat:
                     await upstream.read(settings.max_upstream_body_size)
                 )
                 await responder.send_json(
-                    200, chat_completion_to_response(completion, response, settings.ids)
+                    200,
+                    chat_completion_to_response(
+                        completion, response, settings.ids, translated.output
+                    ),
                 )
                 return
-            core = ChatToResponses(response, settings.ids, max_line=settings.max_line_size)
+            core = ChatToResponses(
+                response, settings.ids, max_line=settings.max_line_size, options=translated.output
+            )
             if is_event_stream(upstream.headers):
                 await pump(
                     upstream, _EncodedStream(core), responder, keepalive=settings.keepalive_interval

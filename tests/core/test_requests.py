@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
+from compat_asgi.core.options import RequestOptions
+from compat_asgi.core.reasoning import ReasoningSeal
+from compat_asgi.core.requests import CUSTOM_TOOL_PARAMETERS, TranslatedRequest, responses_to_chat
 from compat_asgi.errors import InvalidRequest
 
 
@@ -625,7 +627,9 @@ REJECTIONS: list[tuple[str, object, str | None]] = [
     ("tool name type", body(tools=[{"type": "function", "name": 5}]), "tools[0].name"),
     ("tool web_search", body(tools=[WEATHER, {"type": "web_search"}]), "tools[1].type"),
     ("tool file_search", body(tools=[{"type": "file_search", "vector_store_ids": []}]), "tools[0].type"),
-    ("tool custom", body(tools=[{"type": "custom", "name": "apply_patch"}]), "tools[0].type"),
+    ("tool custom format", body(tools=[{"type": "custom", "name": "p", "format": {"type": "x"}}]), "tools[0].format.type"),
+    ("tool custom grammar", body(tools=[{"type": "custom", "name": "p", "format": {"type": "grammar"}}]), "tools[0].format.definition"),
+    ("tool duplicate name", body(tools=[WEATHER, WEATHER]), "tools[1].name"),
     ("tool mcp", body(tools=[{"type": "mcp", "server_label": "x"}]), "tools[0].type"),
     ("tool parameters", body(tools=[{"type": "function", "name": "f", "parameters": []}]), "tools[0].parameters"),
     ("tool strict", body(tools=[{"type": "function", "name": "f", "strict": "y"}]), "tools[0].strict"),
@@ -637,7 +641,12 @@ REJECTIONS: list[tuple[str, object, str | None]] = [
     (
         "tool_choice allowed_tools",
         body(tools=[WEATHER], tool_choice={"type": "allowed_tools", "mode": "auto", "tools": []}),
-        "tool_choice",
+        "tool_choice.tools",
+    ),
+    (
+        "tool_choice allowed_tools unknown",
+        body(tools=[WEATHER], tool_choice={"type": "allowed_tools", "tools": [{"type": "function", "name": "x"}]}),
+        "tool_choice.tools[0].name",
     ),
     ("tool_choice unknown fn", body(tools=[WEATHER], tool_choice={"type": "function", "name": "x"}), "tool_choice.name"),
     ("tool_choice fn without tools", body(tool_choice={"type": "function", "name": "x"}), "tool_choice.name"),
@@ -648,7 +657,7 @@ REJECTIONS: list[tuple[str, object, str | None]] = [
     ("item unknown type", item_body({"type": "banana"}), "input[0].type"),
     ("item type not string", item_body({"type": 3}), "input[0].type"),
     ("item no type", item_body({"foo": 1}), "input[0].type"),
-    ("item custom_tool_call", item_body({"type": "custom_tool_call", "call_id": "c", "name": "n", "input": ""}), "input[0].type"),
+    ("item custom_tool_call input", item_body({"type": "custom_tool_call", "call_id": "c", "name": "n", "input": 1}), "input[0].input"),
     ("item_reference", item_body({"type": "item_reference", "id": "msg_1"}), "input[0]"),
     ("item_reference shorthand", item_body({"role": "user", "content": "x"}, {"id": "msg_1"}), "input[1]"),
     ("message missing role", item_body({"type": "message", "content": "x"}), "input[0].role"),
@@ -880,3 +889,83 @@ def test_fuzz_tools(value: Any) -> None:
     check({"model": "m", "input": "x", "tools": [value]})
     check({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": value})
     check({"model": "m", "input": "x", "text": {"format": value}})
+
+
+# --------------------------------------------------------------------------
+# Agent-client features: custom tools, allowed_tools, hosted tools, sealed reasoning
+
+PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch.",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+
+
+def test_custom_tool_becomes_a_one_string_function_and_its_calls_round_trip() -> None:
+    out = responses_to_chat(body(
+        tools=[PATCH, WEATHER],
+        input=[
+            {"role": "user", "content": "fix it"},
+            {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch\n"},
+            {"type": "custom_tool_call_output", "call_id": "c1", "output": "done"},
+        ],
+    ))
+    function = out.chat["tools"][0]["function"]
+    assert function["name"] == "apply_patch"
+    assert function["parameters"] == CUSTOM_TOOL_PARAMETERS
+    assert function["description"] == "Apply a patch.\n\nThe input must match this lark grammar:\nstart: /.+/"
+    assert out.chat["messages"][1] == {
+        "role": "assistant", "content": None,
+        "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "apply_patch", "arguments": '{"input":"*** Begin Patch\\n"}'}}],
+    }
+    assert out.chat["messages"][2] == {"role": "tool", "tool_call_id": "c1", "content": "done"}
+    assert out.output.custom_tools == frozenset({"apply_patch"})
+    assert out.echo["tools"] == [PATCH, WEATHER]
+
+
+def test_named_custom_tool_choice_and_allowed_tools_subset() -> None:
+    named = responses_to_chat(body(tools=[PATCH, WEATHER], tool_choice={"type": "custom", "name": "apply_patch"}))
+    assert named.chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    allowed = responses_to_chat(body(
+        tools=[PATCH, WEATHER],
+        tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": WEATHER["name"]}]},
+    ))
+    assert allowed.chat["tool_choice"] == "required"
+    assert [t["function"]["name"] for t in allowed.chat["tools"]] == [WEATHER["name"]]
+    assert allowed.echo["tool_choice"]["type"] == "allowed_tools"
+
+
+def test_hosted_tools_are_refused_or_dropped_when_configured() -> None:
+    request = body(tools=[{"type": "web_search"}, WEATHER])
+    with pytest.raises(InvalidRequest) as caught:
+        responses_to_chat(request)
+    assert caught.value.param == "tools[0].type" and "web_search" in caught.value.message
+    dropped = responses_to_chat(request, RequestOptions(drop_unsupported_tools=True))
+    assert [t["function"]["name"] for t in dropped.chat["tools"]] == [WEATHER["name"]]
+    assert dropped.echo["tools"] == request["tools"]
+
+
+def test_sealed_reasoning_is_restored_and_forgeries_are_refused() -> None:
+    seal = ReasoningSeal(b"k" * 32)
+    blob = seal.seal("the full private chain of thought")
+    options = RequestOptions(reasoning_seal=seal)
+    out = responses_to_chat(body(
+        include=["reasoning.encrypted_content"],
+        input=[
+            {"role": "user", "content": "q"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "short"}], "encrypted_content": blob},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "q2"},
+        ],
+    ), options)
+    assert out.chat["messages"][1] == {"role": "assistant", "content": "a", "reasoning_content": "the full private chain of thought"}
+    assert out.output.reasoning_seal is seal
+    assert responses_to_chat(body(), options).output.reasoning_seal is None  # not asked for
+    forged = blob[:-3] + ("AAA" if not blob.endswith("AAA") else "BBB")
+    with pytest.raises(InvalidRequest) as caught:
+        responses_to_chat(item_body({"type": "reasoning", "summary": [], "encrypted_content": forged}), options)
+    assert caught.value.param == "input[0].encrypted_content"
+    assert caught.value.code == "invalid_encrypted_content"
+
+
+def test_reasoning_summary_request_sets_summary_output() -> None:
+    assert responses_to_chat(body(reasoning={"summary": "auto"})).output.reasoning_summary
+    assert not responses_to_chat(body(reasoning={"effort": "low"})).output.reasoning_summary

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compat_asgi.core.ids import CountingIds
+from compat_asgi.core.options import OutputOptions
+from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.responses import new_response
 from compat_asgi.core.sse import encode_event
 from compat_asgi.core.streams import ChatToResponses
@@ -274,3 +276,75 @@ def test_events_after_done_are_ignored_and_terminal_is_emitted_once() -> None:
     events = translate([chunk({"content": "a"}), b"data: [DONE]\n\n", chunk({"content": "late"})])
     assert [e["type"] for e in events].count("response.completed") == 1
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "a"
+
+
+# -- agent-client features ------------------------------------------------------
+
+
+def translate_with(pieces: list[bytes], options: OutputOptions) -> list[dict[str, Any]]:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds(), options=options)
+    events = translator.start()
+    for piece in pieces:
+        events += translator.feed_bytes(piece)
+    return events + translator.close()
+
+
+PATCH_INPUT = '*** Begin Patch\n*** Add File: a.txt\n+héllo "quoted" \\ back\U0001f600\n*** End Patch'
+CUSTOM_STREAM = b"".join(
+    [chunk(call_delta(0, id="call_p", name="apply_patch", args=""))]
+    + [chunk(call_delta(0, args=piece)) for piece in
+       (lambda s: [s[i : i + 5] for i in range(0, len(s), 5)])(orjson.dumps({"input": PATCH_INPUT}).decode().replace("\U0001f600", "\\ud83d\\ude00"))]
+    + [chunk(finish="tool_calls"), b"data: [DONE]\n\n"]
+)
+
+
+def test_custom_tool_calls_stream_their_decoded_input() -> None:
+    options = OutputOptions(custom_tools=frozenset({"apply_patch"}))
+    events = translate_with([CUSTOM_STREAM], options)
+    assert_valid(validate_responses_sse(encoded(events)))
+    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
+    assert len(deltas) > 5  # streamed as it came, not in one piece at the end
+    assert "".join(deltas) == PATCH_INPUT
+    done = next(e for e in events if e["type"] == "response.custom_tool_call_input.done")
+    assert done["input"] == PATCH_INPUT
+    (item,) = events[-1]["response"]["output"]
+    assert item["type"] == "custom_tool_call" and item["id"].startswith("ctc_")
+    assert (item["call_id"], item["name"], item["input"]) == ("call_p", "apply_patch", PATCH_INPUT)
+    byte_by_byte = translate_with([CUSTOM_STREAM[i : i + 1] for i in range(len(CUSTOM_STREAM))], options)
+    assert byte_by_byte == events
+
+
+def test_custom_tool_with_unexpected_arguments_keeps_them_as_input() -> None:
+    options = OutputOptions(custom_tools=frozenset({"apply_patch"}))
+    stream = chunk(call_delta(0, id="c", name="apply_patch", args="raw patch text")) + chunk(finish="tool_calls")
+    events = translate_with([stream], options)
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert events[-1]["response"]["output"][0]["input"] == "raw patch text"
+
+
+THINK = b"".join(chunk({"content": piece}) for piece in ["<thi", "nk>Let me", " think.</th", "ink>\n\nThe answer", " is 4."]) + chunk(finish="stop")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(THINK)), max_size=20))
+def test_think_tags_become_a_reasoning_item_at_any_split(cuts: list[int]) -> None:
+    options = OutputOptions(think_tags=True)
+    events = translate_with(split_at(THINK, cuts), options)
+    assert_valid(validate_responses_sse(encoded(events)))
+    reasoning, message = events[-1]["response"]["output"]
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Let me think."}]
+    assert message["content"][0]["text"] == "The answer is 4."
+
+
+def test_reasoning_summary_and_sealed_reasoning() -> None:
+    seal = ReasoningSeal(b"s" * 32)
+    options = OutputOptions(reasoning_summary=True, reasoning_seal=seal)
+    events = translate_with([chunk({"reasoning_content": "Deep "}), chunk({"reasoning_content": "thought."}),
+                             chunk({"content": "Hi"}), chunk(finish="stop")], options)
+    assert_valid(validate_responses_sse(encoded(events)))
+    kinds = [e["type"] for e in events]
+    assert "response.reasoning_summary_part.added" in kinds
+    assert "response.reasoning_summary_text.delta" in kinds and "response.reasoning_text.delta" not in kinds
+    reasoning = events[-1]["response"]["output"][0]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "Deep thought."}]
+    assert seal.open(reasoning["encrypted_content"]) == "Deep thought."
