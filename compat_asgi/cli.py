@@ -146,11 +146,42 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    check = commands.add_parser(
+        "conformance",
+        help="score an OpenAI-compatible endpoint against the protocol rules",
+    )
+    check.add_argument(
+        "--base-url", required=True, metavar="URL", help="e.g. http://127.0.0.1:8000/v1"
+    )
+    check.add_argument("--model", metavar="M", help="default: the first model GET /models lists")
+    check.add_argument(
+        "--api", choices=["responses", "chat", "both"], default="both", help="default: %(default)s"
+    )
+    check.add_argument("--api-key", metavar="K", help="bearer key sent to the server")
+    check.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="per request, body included (default: %(default)s)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "conformance":
+        from compat_asgi.conformance.command import main as conformance
+
+        return conformance(
+            base_url=args.base_url,
+            model=args.model,
+            api=args.api,
+            api_key=args.api_key,
+            json_path=args.json,
+            timeout=args.timeout,
+        )
     if args.command == "serve":
         if args.upstream_timeout <= 0 or args.max_concurrent <= 0:
             print("compat-asgi: timeouts and limits must be positive", file=sys.stderr)

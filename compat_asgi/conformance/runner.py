@@ -1,0 +1,156 @@
+"""Runs the suite against one endpoint: :func:`run_conformance`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from compat_asgi.conformance import sdk
+from compat_asgi.conformance.checks import chat_token, check_chat, check_error, check_responses, responses_token
+from compat_asgi.conformance.report import Report, Result
+from compat_asgi.conformance.scenarios import MODES, SCENARIOS, Api, Mode, Scenario
+from compat_asgi.conformance.stored import STORED, Outcome, StoredScenario, probe
+from compat_asgi.conformance.transport import RequestFailed, ServerUnreachable, Transport
+from compat_asgi.validate import Violation
+
+__all__ = ["API_CHOICES", "DEFAULT_TIMEOUT", "Progress", "check_arguments", "run_conformance"]
+
+API_CHOICES: Final = ("responses", "chat", "both")
+#: Per request, whole body included: generous for a real model's short answers.
+DEFAULT_TIMEOUT: Final = 60.0
+#: Used when no model is given and GET /models names none.
+FALLBACK_MODEL: Final = "default"
+SKIP_NOT_STORED: Final = "skipped (server does not store)"
+
+#: Called after each case with (result, cases done, cases planned).
+Progress = Callable[[Result, int, int], None]
+
+_PATHS: Final[dict[Api, str]] = {"responses": "/responses", "chat": "/chat/completions"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Case:
+    api: Api
+    mode: Mode
+    scenario: Scenario | None = None
+    stored: StoredScenario | None = None
+
+    @property
+    def name(self) -> str:
+        named = self.scenario or self.stored
+        assert named is not None
+        return named.name
+
+
+def run_conformance(
+    base_url: str,
+    *,
+    model: str | None = None,
+    api: str = "both",
+    api_key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Progress | None = None,
+) -> Report:
+    """Score the server at ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``).
+
+    Raises ``ValueError`` for bad arguments and :class:`ServerUnreachable`
+    when not one connection can be made; everything else is a result.
+    """
+    check_arguments(base_url, api=api, timeout=timeout)
+    apis: tuple[Api, ...] = ("responses", "chat") if api == "both" else ("responses",) if api == "responses" else ("chat",)
+    plan = _plan(apis)
+    transport = Transport(base_url, api_key=api_key, timeout=timeout)
+    try:
+        used = model or _discover_model(transport)
+        stores: bool | None = None
+        results: list[Result] = []
+        for case in plan:
+            if case.stored is not None and stores is None:
+                stores = probe(transport, used)
+            if case.stored is not None and not stores:
+                result = Result(case.api, case.name, case.mode, "skip", skip_reason=SKIP_NOT_STORED)
+            else:
+                result = _run_case(transport, used, case)
+            results.append(result)
+            if progress is not None:
+                progress(result, len(results), len(plan))
+    finally:
+        transport.close()
+    return Report(transport.base_url, used, apis, tuple(results), sdk.available(), stores)
+
+
+def check_arguments(base_url: str, *, api: str, timeout: float) -> None:
+    """Raise ``ValueError`` for arguments no run could use."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base URL must be http(s)://host[:port][/path], got {base_url!r}")
+    if api not in API_CHOICES:
+        raise ValueError(f"api must be one of {', '.join(API_CHOICES)}, got {api!r}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+
+
+def _plan(apis: tuple[Api, ...]) -> list[_Case]:
+    plan: list[_Case] = []
+    for api in apis:
+        plan += [_Case(api, mode, scenario=s) for s in SCENARIOS[api] for mode in MODES]
+        if api == "responses":
+            plan += [_Case(api, mode, stored=s) for s in STORED for mode in s.modes]
+    return plan
+
+
+def _discover_model(transport: Transport) -> str:
+    """The first model GET /models lists, so a bare URL is enough to run."""
+    try:
+        listed = transport.request("GET", "/models")
+    except RequestFailed:
+        return FALLBACK_MODEL
+    data = listed.json()
+    models = data.get("data") if listed.status == 200 and isinstance(data, dict) else None
+    first = models[0] if isinstance(models, list) and models else None
+    model_id = first.get("id") if isinstance(first, dict) else None
+    return model_id if isinstance(model_id, str) and model_id else FALLBACK_MODEL
+
+
+def _run_case(transport: Transport, model: str, case: _Case) -> Result:
+    stream = case.mode == "stream"
+    try:
+        if case.stored is not None:
+            outcome = case.stored.run(transport, model, stream)
+        else:
+            assert case.scenario is not None
+            outcome = _run_scenario(transport, model, case.scenario, stream)
+    except RequestFailed as exc:
+        outcome = Outcome([Violation(exc.rule, exc.message)])
+    except ServerUnreachable:
+        raise
+    except Exception as exc:  # a bug here must cost one row, not the whole run
+        outcome = Outcome([Violation("internal", f"conformance runner error: {type(exc).__name__}: {exc}")])
+    ex = outcome.timed
+    return Result(
+        case.api,
+        case.name,
+        case.mode,
+        "fail" if outcome.violations else "pass",
+        tuple(outcome.violations),
+        ttft=ex.ttft if ex is not None and stream else None,
+        total=None if ex is None else ex.total,
+        events=ex.events if ex is not None and stream and ex.is_event_stream else None,
+        sdk_check=outcome.sdk,
+    )
+
+
+def _run_scenario(transport: Transport, model: str, scenario: Scenario, stream: bool) -> Outcome:
+    is_token = responses_token if scenario.api == "responses" else chat_token
+    body = scenario.body(model, stream)
+    ex = transport.request("POST", _PATHS[scenario.api], body, stream=stream, is_token=is_token)
+    if scenario.error_param is not None:
+        return Outcome(check_error(ex, param=scenario.error_param), ex)
+    check = check_responses if scenario.api == "responses" else check_chat
+    checked = check(ex, stream=stream)
+    violations = checked.violations
+    if checked.final is not None and scenario.expect is not None:
+        violations += scenario.expect(checked.final)
+    return Outcome(violations, ex, checked.sdk)
