@@ -1,0 +1,94 @@
+"""Response and conversation state behind one small interface.
+
+The middleware uses it for ``store``, ``previous_response_id``,
+``conversation``, ``GET``/``DELETE /v1/responses/{id}``, ``input_items`` and
+``?stream=true`` replay::
+
+    store = open_store("sqlite:///var/lib/compat-asgi/store.db")
+    await store.save(StoredResponse(id, owner, response, input_items, events, created_at))
+    record = await store.get(id, owner=owner)            # None: missing, expired or not yours
+    deleted = await store.delete(id, owner=owner)        # False: same reasons
+    await store.append_conversation(conv_id, items, owner=owner)
+    items = await store.conversation_items(conv_id, owner=owner)   # None: unknown
+    ready = await store.ping()
+    await store.aclose()
+
+URLs accepted by :func:`open_store`:
+
+- ``memory``: in-process, lost on restart, per worker;
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: a WAL
+  file, survives restarts, shareable by the workers of one host;
+- ``redis://[[user]:password@]host[:port][/db]``: shared by every worker
+  and host.
+
+Contract, the same for every backend:
+
+- ``owner`` is an opaque scope (a digest of the client's API key, or None
+  when no keys are configured). Nothing saved under one owner is visible to,
+  or deletable by, another; conversation ids are a namespace per owner.
+- ``save`` replaces a record with the same id. A response expires ``ttl``
+  seconds after it was saved (reads do not extend it); a conversation
+  expires ``ttl`` seconds after its last append.
+- Memory and SQLite keep at most ``max_entries`` responses and, separately,
+  ``max_entries`` conversations, evicting the least recently used (saved or
+  read). Redis leaves that bound to the server's ``maxmemory`` policy, and
+  rounds ``ttl`` up to whole seconds.
+- Values must be JSON-serializable by orjson; they come back equal, not
+  identical (a stored dict is never the caller's object).
+- Backend failures raise :class:`StoreError` (a ``CompatError``, HTTP 503;
+  :class:`StoreTimeout` when a call timed out); ``ping`` returns False
+  instead. Every method raises ``StoreError`` after ``aclose``.
+"""
+
+from __future__ import annotations
+
+from compat_asgi.store.base import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_TTL,
+    Store,
+    StoredResponse,
+    StoreError,
+    StoreTimeout,
+)
+from compat_asgi.store.memory import MemoryStore
+from compat_asgi.store.redis import RedisStore
+from compat_asgi.store.sqlite import SQLiteStore
+
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_TTL",
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "StoreTimeout",
+    "StoredResponse",
+    "open_store",
+]
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def open_store(url: str, *, max_entries: int = DEFAULT_MAX_ENTRIES, ttl: float | None = DEFAULT_TTL) -> Store:
+    """Open the store a URL names; ``ValueError`` says what is wrong with any other URL.
+
+    Only SQLite does I/O here (it opens the file and creates the schema), so
+    call this at startup, not per request.
+    """
+    if url == "memory":
+        return MemoryStore(max_entries=max_entries, ttl=ttl)
+    if url.startswith(_SQLITE_PREFIX):
+        # What follows the third slash is the path: "a.db" is relative, "/a.db" absolute.
+        path = url[len(_SQLITE_PREFIX) :]
+        if not path or path.endswith("/") or "?" in path or "#" in path:
+            raise ValueError(f"SQLite store URL needs a file path, like sqlite:///store.db: {url!r}")
+        return SQLiteStore(path, max_entries=max_entries, ttl=ttl)
+    if url.startswith("sqlite:"):
+        raise ValueError(f"SQLite store URL must start with sqlite:/// (three slashes): {url!r}")
+    if url.startswith("redis://"):
+        return RedisStore(url, max_entries=max_entries, ttl=ttl)
+    shown = url if "@" not in url else url.split("://", 1)[0] + "://***"
+    raise ValueError(
+        f"unknown store URL {shown!r}: use 'memory', 'sqlite:///path.db' or 'redis://host:port/db'"
+    )

@@ -1,0 +1,124 @@
+"""In-process store: bounded LRU with TTL, lost on restart, not shared between workers."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from compat_asgi.store.base import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_TTL,
+    StoredResponse,
+    StoreError,
+    check_limits,
+)
+from compat_asgi.store.codec import decode_item, decode_record, encode_item, encode_record
+
+__all__ = ["MemoryStore"]
+
+
+class _Entry:
+    __slots__ = ("owner", "data", "expires_at")
+
+    def __init__(self, owner: str | None, data: Any, expires_at: float | None) -> None:
+        self.owner = owner
+        self.data = data
+        self.expires_at = expires_at
+
+
+class MemoryStore:
+    """Responses and conversations in two ``OrderedDict`` LRUs, each bounded by ``max_entries``.
+
+    Values are kept encoded, as the other backends keep them: a caller that
+    mutates a dict after saving cannot change what was stored, and whatever
+    fails to serialize here fails the same way on SQLite or Redis.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        ttl: float | None = DEFAULT_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_limits(max_entries, ttl)
+        self._max_entries = max_entries
+        self._ttl = ttl
+        self._clock = clock
+        self._responses: OrderedDict[str, _Entry] = OrderedDict()
+        # Conversation ids may come from clients, so each owner has its own namespace.
+        self._conversations: OrderedDict[tuple[str | None, str], _Entry] = OrderedDict()
+        self._closed = False
+
+    async def save(self, record: StoredResponse) -> None:
+        self._check_open()
+        data = encode_record(record)
+        self._put(self._responses, record.id, _Entry(record.owner, data, self._expiry()))
+
+    async def get(self, response_id: str, *, owner: str | None) -> StoredResponse | None:
+        self._check_open()
+        entry = self._lookup(self._responses, response_id, owner)
+        return None if entry is None else decode_record(entry.data)
+
+    async def delete(self, response_id: str, *, owner: str | None) -> bool:
+        self._check_open()
+        if self._lookup(self._responses, response_id, owner) is None:
+            return False
+        del self._responses[response_id]
+        return True
+
+    async def append_conversation(
+        self, conversation_id: str, items: list[dict[str, Any]], *, owner: str | None
+    ) -> None:
+        self._check_open()
+        encoded = [encode_item(item) for item in items]
+        key = (owner, conversation_id)
+        entry = self._lookup(self._conversations, key, owner)
+        if entry is None:
+            entry = _Entry(owner, [], None)
+        entry.data.extend(encoded)
+        # Expiry counts from the last append: a conversation in use stays alive.
+        entry.expires_at = self._expiry()
+        self._put(self._conversations, key, entry)
+
+    async def conversation_items(
+        self, conversation_id: str, *, owner: str | None
+    ) -> list[dict[str, Any]] | None:
+        self._check_open()
+        entry = self._lookup(self._conversations, (owner, conversation_id), owner)
+        return None if entry is None else [decode_item(item) for item in entry.data]
+
+    async def ping(self) -> bool:
+        return not self._closed
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._responses.clear()
+        self._conversations.clear()
+
+    def _expiry(self) -> float | None:
+        return None if self._ttl is None else self._clock() + self._ttl
+
+    def _lookup(self, table: OrderedDict[Any, _Entry], key: Any, owner: str | None) -> _Entry | None:
+        entry = table.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at is not None and entry.expires_at <= self._clock():
+            del table[key]
+            return None
+        if entry.owner != owner:
+            return None
+        table.move_to_end(key)
+        return entry
+
+    def _put(self, table: OrderedDict[Any, _Entry], key: Any, entry: _Entry) -> None:
+        table[key] = entry
+        table.move_to_end(key)
+        while len(table) > self._max_entries:
+            table.popitem(last=False)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the response store is closed")
