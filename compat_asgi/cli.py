@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,9 @@ def create_app(
     api_keys: Sequence[str] = (),
     cors_origins: Sequence[str] = (),
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
+    think_tags: bool = False,
+    drop_unsupported_tools: bool = False,
+    reasoning_key: str | None = None,
 ) -> ASGIApp:
     """The app ``compat-asgi serve`` runs: the demo backend, or a proxy to ``upstream``."""
     backend: ASGIApp | None = None
@@ -37,6 +41,9 @@ def create_app(
         upstream_timeout=upstream_timeout,
         api_keys=api_keys,
         max_concurrent_requests=max_concurrent_requests,
+        think_tags=think_tags,
+        drop_unsupported_tools=drop_unsupported_tools,
+        reasoning_key=reasoning_key,
     )
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -62,6 +69,9 @@ def serve(
     api_keys: Sequence[str] = (),
     cors_origins: Sequence[str] = (),
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
+    think_tags: bool = False,
+    drop_unsupported_tools: bool = False,
+    reasoning_key: str | None = None,
 ) -> None:
     """Run :func:`create_app` under uvicorn. Refuses to expose an unauthenticated
     server beyond loopback unless ``allow_public_without_key`` says so."""
@@ -79,6 +89,9 @@ def serve(
         api_keys=api_keys,
         cors_origins=cors_origins,
         max_concurrent_requests=max_concurrent_requests,
+        think_tags=think_tags,
+        drop_unsupported_tools=drop_unsupported_tools,
+        reasoning_key=reasoning_key,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
 
@@ -137,6 +150,23 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONCURRENT,
         metavar="N",
         help="requests in flight to the upstream before 503 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--think-tags",
+        action="store_true",
+        help="the backend writes reasoning as <think>...</think>: make it a reasoning item",
+    )
+    run.add_argument(
+        "--drop-unsupported-tools",
+        action="store_true",
+        help="leave hosted tools (web_search, ...) out instead of refusing the request",
+    )
+    run.add_argument(
+        "--reasoning-key",
+        metavar="KEY",
+        default=os.environ.get("COMPAT_REASONING_KEY"),
+        help="key that seals reasoning.encrypted_content; share it between workers "
+        "(default: $COMPAT_REASONING_KEY, else random per process)",
     )
     run.add_argument(
         "--allow-public-without-key",
@@ -198,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 api_keys=args.api_key,
                 cors_origins=args.cors_origin,
                 max_concurrent_requests=args.max_concurrent,
+                think_tags=args.think_tags,
+                drop_unsupported_tools=args.drop_unsupported_tools,
+                reasoning_key=args.reasoning_key,
             )
         except ValueError as exc:
             print(f"compat-asgi: {exc}", file=sys.stderr)

@@ -34,17 +34,26 @@ class LineBuffer:
     """Splits a byte stream into lines (``\\n``, ``\\r\\n`` or ``\\r``), bounded per line.
 
     The result never depends on how the stream was split into chunks: a line
-    over ``max_line`` bytes raises whether it arrived whole or in pieces.
+    over ``max_line`` bytes raises whether it arrived whole or in pieces, and
+    the complete lines before it are always delivered first (when they came in
+    the same chunk, the error is raised by the next ``feed``).
     """
 
-    __slots__ = ("_buf", "_max_line", "_skip_lf")
+    __slots__ = ("_buf", "_max_line", "_skip_lf", "_error")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._buf = bytearray()
         self._max_line = max_line
         self._skip_lf = False
+        self._error: LineTooLong | None = None
+
+    def _too_long(self) -> LineTooLong:
+        self._buf = bytearray()
+        return LineTooLong(f"upstream sent an SSE line longer than {self._max_line} bytes")
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
         if self._skip_lf and data:
             # The previous chunk ended in CR; an LF right after it is the same line end.
             self._skip_lf = False
@@ -54,8 +63,7 @@ class LineBuffer:
             # No line end: append in place, so a trickling upstream costs O(n), not O(n^2).
             self._buf += data
             if len(self._buf) > self._max_line:
-                self._buf = bytearray()
-                raise LineTooLong(f"upstream sent an SSE line longer than {self._max_line} bytes")
+                raise self._too_long()
             return []
         buf = bytes(self._buf) + data if self._buf else data
         if b"\r" in buf:
@@ -63,11 +71,16 @@ class LineBuffer:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
         rest = lines.pop()
-        if len(buf) > self._max_line and (
-            len(rest) > self._max_line or any(len(line) > self._max_line for line in lines)
-        ):
-            self._buf = bytearray()
-            raise LineTooLong(f"upstream sent an SSE line longer than {self._max_line} bytes")
+        if len(buf) > self._max_line:
+            lines.append(rest)
+            for count, line in enumerate(lines):
+                if len(line) > self._max_line:
+                    error = self._too_long()
+                    if not count:
+                        raise error
+                    self._error = error
+                    return lines[:count]
+            lines.pop()
         self._buf = bytearray(rest)
         return lines
 

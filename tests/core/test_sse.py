@@ -105,3 +105,10 @@ def test_core_imports_nothing_from_the_io_stack() -> None:
                 assert name.startswith("compat_asgi.core") or name == "compat_asgi.errors", (
                     f"{path.name} imports {name}"
                 )
+
+
+def test_lines_before_an_over_long_line_are_delivered_first() -> None:
+    buffer = LineBuffer(10)
+    assert buffer.feed(b"ok\n" + b"x" * 20 + b"\nlater\n") == [b"ok"]
+    with pytest.raises(LineTooLong):
+        buffer.feed(b"")
