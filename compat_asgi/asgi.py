@@ -283,12 +283,15 @@ async def pump(
     responder: Responder,
     *,
     keepalive: float,
+    on_end: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Stream ``upstream`` through ``translator`` to the client, one send per upstream read.
 
     The response starts once the first upstream chunk is in, so a backend that
     fails at once still gets a real HTTP status; if it stays silent longer than
     ``keepalive`` the response starts anyway and keepalive comments flow.
+    ``on_end`` runs once the outcome is known, before the last bytes are sent,
+    so a client that acts on the terminal event finds it already stored.
     """
     chunks = upstream.chunks()
     head = translator.start()
@@ -318,6 +321,8 @@ async def pump(
         except CompatError as exc:
             tail = head + translator.fail(exc)
         ticker.cancel()
+        if on_end is not None:
+            await on_end()
         await responder.body(tail, more_body=False)
     finally:
         if ticker is not None:

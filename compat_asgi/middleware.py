@@ -30,8 +30,11 @@ from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call
+from compat_asgi.endpoints.chat import ChatOverResponses
+from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
+from compat_asgi.endpoints.stored import StoredResponses
 from compat_asgi.errors import CompatError, NotFound, ServerBusy, Unauthorized, UpstreamError
 from compat_asgi.settings import (
     DEFAULT_KEEPALIVE,
@@ -40,6 +43,7 @@ from compat_asgi.settings import (
     DEFAULT_MAX_UPSTREAM_BODY,
     Settings,
 )
+from compat_asgi.store import Store, open_store
 from compat_asgi.types import ASGIApp, Message, Receive, Scope, Send
 from compat_asgi.upstream import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -54,6 +58,7 @@ __all__ = ["CompatMiddleware"]
 logger = logging.getLogger("compat_asgi")
 
 Handler = Callable[[Call, Responder], Awaitable[None]]
+Routes = dict[str, Handler]  # method -> handler
 
 
 class CompatMiddleware:
@@ -72,7 +77,9 @@ class CompatMiddleware:
         app: ASGIApp | None = None,
         *,
         upstream: str | Upstream | None = None,
-        upstream_api: Literal["chat"] = "chat",
+        upstream_api: Literal["chat", "responses"] = "chat",
+        store: Store | str | None = None,
+        models: Sequence[str] = (),
         upstream_key: str | None = None,
         upstream_timeout: float = DEFAULT_TIMEOUT,
         upstream_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -89,8 +96,8 @@ class CompatMiddleware:
         ids: IdFactory | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if upstream_api != "chat":
-            raise ValueError(f"unsupported upstream_api {upstream_api!r}")
+        if upstream_api not in ("chat", "responses"):
+            raise ValueError(f"upstream_api must be 'chat' or 'responses', not {upstream_api!r}")
         if app is None and upstream is None:
             raise ValueError("CompatMiddleware needs an app to wrap, an upstream, or both")
         for name, value in (
@@ -138,10 +145,22 @@ class CompatMiddleware:
         self._api_keys = [key.encode() for key in api_keys]
         self._max_concurrent = max_concurrent_requests
         self._active = 0
-        self._routes: dict[str, tuple[bytes, Handler]] = {
-            self.prefix + "/responses": (b"POST", ResponsesOverChat(self.upstream, self.settings).handle),
-        }
+        self.upstream_api = upstream_api
+        # A Responses upstream keeps its own state; ours is for chat upstreams.
+        self.store: Store | None = (
+            open_store(store) if isinstance(store, str) else store
+        ) if upstream_api == "chat" else None
+        self._stored = StoredResponses(self.store) if self.store is not None else None
+        self._models = Models(self.upstream, self.settings, models)
         self._passthrough = Passthrough(self.upstream, self.settings).handle
+        self._routes: dict[str, Routes] = {"/models": {"GET": self._models.list}}
+        if upstream_api == "chat":
+            responses = ResponsesOverChat(self.upstream, self.settings, self.store)
+            self._routes["/responses"] = {"POST": responses.handle}
+        else:
+            self._routes["/chat/completions"] = {
+                "POST": ChatOverResponses(self.upstream, self.settings).handle
+            }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,19 +177,47 @@ class CompatMiddleware:
         if isinstance(owner, CompatError):
             await send_error(send, owner)
             return
-        route = self._routes.get(path)
-        if route is None:
+        routes = self._routes_for(path[len(self.prefix) :])
+        if routes is None:
             if self.app is not None:
                 await self.app(scope, receive, send)
             else:
                 await self._serve(self._passthrough, scope, receive, send, owner)
-        elif scope["method"] != route[0].decode():
-            await send_error(send, method_not_allowed(scope["method"], path, route[0]))
+            return
+        handler = routes.get(scope["method"])
+        if handler is None:
+            allow = ", ".join(routes).encode()
+            await send_error(send, method_not_allowed(scope["method"], path, allow))
         else:
-            await self._serve(route[1], scope, receive, send, owner)
+            await self._serve(handler, scope, receive, send, owner)
+
+    def _routes_for(self, rest: str) -> Routes | None:
+        """What this server answers itself at ``rest`` (the path below the
+        prefix), by method; None: the request is the backend's own business."""
+        routes = self._routes.get(rest)
+        if routes is not None:
+            return routes
+        parts = rest.split("/")
+        if len(parts) == 3 and parts[1] == "models" and parts[2]:
+            model_id = parts[2]
+            return {"GET": lambda call, responder: self._models.retrieve(call, responder, model_id)}
+        stored = self._stored
+        if stored is None or len(parts) not in (3, 4) or parts[1] != "responses" or not parts[2]:
+            return None
+        response_id = parts[2]
+        if len(parts) == 4:
+            if parts[3] != "input_items":
+                return None
+            return {"GET": lambda call, responder: stored.input_items(call, responder, response_id)}
+        return {
+            "GET": lambda call, responder: stored.retrieve(call, responder, response_id),
+            "DELETE": lambda call, responder: stored.delete(call, responder, response_id),
+        }
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+        if self.store is not None:
+            await self.store.aclose()
 
     def _authenticate(self, scope: Scope) -> str | None | CompatError:
         """The caller's owner digest, or the 401 to answer (when API keys are configured)."""
@@ -200,6 +247,11 @@ class CompatMiddleware:
         if scope["type"] != "lifespan":
             if self.app is not None:
                 await self.app(scope, receive, send)
+            elif scope["type"] == "websocket":
+                # Nobody to hand the connection to: refuse the handshake (servers
+                # answer 403) rather than return silently, which they turn into a 500.
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
             return
         if self.app is None:
             await serve_lifespan(receive, send, self.aclose)

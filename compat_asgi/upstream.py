@@ -248,8 +248,11 @@ class _HTTPResponse:
         self.headers: Headers = list(response.headers.raw)
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        # Undecoded bytes need no decoder and chunker layer per read.
+        encoded = "content-encoding" in self._response.headers
+        pieces = self._response.aiter_bytes() if encoded else self._response.aiter_raw()
         try:
-            async for chunk in self._response.aiter_bytes():
+            async for chunk in pieces:
                 yield chunk
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("upstream timed out while streaming its response") from exc

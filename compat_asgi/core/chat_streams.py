@@ -25,7 +25,7 @@ from compat_asgi.core.ids import IdFactory
 from compat_asgi.core.sse import DEFAULT_MAX_LINE, DONE, ServerSentEvent, SSEDecoder
 from compat_asgi.errors import CompatError, UpstreamError, UpstreamProtocolError, UpstreamStatusError
 
-__all__ = ["ResponsesToChat", "response_to_chat_completion", "chat_usage"]
+__all__ = ["ResponsesToChat", "response_to_chat_completion", "chat_usage", "completion_chunks"]
 
 Chunk = dict[str, Any]
 # An item's handle: its output_index, or its id when the upstream gave no index.
@@ -618,3 +618,31 @@ def response_to_chat_completion(response: Any, *, completion_id: str, created: i
         ],
         "usage": chat_usage(response.get("usage")),
     }
+
+
+def completion_chunks(completion: dict[str, Any], *, include_usage: bool) -> list[Chunk]:
+    """A whole ``chat.completion`` as the chunks of a stream, for upstreams that
+    answered a streamed request in one piece."""
+    base = {
+        "id": completion["id"],
+        "object": "chat.completion.chunk",
+        "created": completion["created"],
+        "model": completion["model"],
+    }
+    if include_usage:
+        base["usage"] = None
+    choice = completion["choices"][0]
+    message = choice["message"]
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+    for key in ("refusal", "reasoning_content"):
+        if message.get(key):
+            delta[key] = message[key]
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    chunks: list[Chunk] = [
+        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}]},
+    ]
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": completion.get("usage")})
+    return chunks

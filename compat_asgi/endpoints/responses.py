@@ -1,7 +1,8 @@
-"""``POST /responses`` over a chat-completions upstream."""
+"""``POST /responses`` over a chat-completions upstream, with stored state."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -16,64 +17,122 @@ from compat_asgi.asgi import (
     raise_for_status,
     upstream_headers,
 )
-from compat_asgi.core.requests import responses_to_chat
+from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_event
 from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
 from compat_asgi.endpoints import Call
+from compat_asgi.endpoints.history import (
+    conversation_id,
+    input_items,
+    load_history,
+    resolve_references,
+)
 from compat_asgi.errors import CompatError, InvalidRequest
 from compat_asgi.settings import Settings
+from compat_asgi.store import Store, StoredResponse
 from compat_asgi.upstream import Upstream
 
-__all__ = ["ResponsesOverChat"]
+__all__ = ["ResponsesOverChat", "CHAT_PATH"]
+
+logger = logging.getLogger("compat_asgi")
 
 CHAT_PATH = "/v1/chat/completions"
-
-
-class _EncodedStream:
-    """:class:`ChatToResponses` as the shell's byte-level StreamTranslator."""
-
-    __slots__ = ("core",)
-
-    def __init__(self, core: ChatToResponses) -> None:
-        self.core = core
-
-    @property
-    def finished(self) -> bool:
-        return self.core.saw_done
-
-    def start(self) -> bytes:
-        return _encode(self.core.start())
-
-    def feed(self, data: bytes) -> bytes:
-        return _encode(self.core.feed_bytes(data))
-
-    def close(self) -> bytes:
-        return _encode(self.core.close())
-
-    def fail(self, error: CompatError) -> bytes:
-        return _encode(self.core.fail(error))
 
 
 def _encode(events: list[dict[str, Any]]) -> bytes:
     return b"".join([encode_event(event) for event in events])
 
 
+class _EncodedStream:
+    """:class:`ChatToResponses` as the shell's byte-level StreamTranslator,
+    keeping what it sent when the response is to be stored for replay."""
+
+    __slots__ = ("core", "sent")
+
+    def __init__(self, core: ChatToResponses, *, record: bool) -> None:
+        self.core = core
+        self.sent: list[bytes] | None = [] if record else None
+
+    @property
+    def finished(self) -> bool:
+        return self.core.saw_done
+
+    def _keep(self, data: bytes) -> bytes:
+        if self.sent is not None and data:
+            self.sent.append(data)
+        return data
+
+    def start(self) -> bytes:
+        return self._keep(_encode(self.core.start()))
+
+    def feed(self, data: bytes) -> bytes:
+        return self._keep(_encode(self.core.feed_bytes(data)))
+
+    def close(self) -> bytes:
+        return self._keep(_encode(self.core.close()))
+
+    def fail(self, error: CompatError) -> bytes:
+        return self._keep(_encode(self.core.fail(error)))
+
+
 class ResponsesOverChat:
-    def __init__(self, upstream: Upstream, settings: Settings) -> None:
+    def __init__(self, upstream: Upstream, settings: Settings, store: Store | None) -> None:
         self.upstream = upstream
         self.settings = settings
+        self.store = store
+
+    async def _translate(
+        self, body: Any, owner: str | None
+    ) -> tuple[TranslatedRequest, list[dict[str, Any]] | None]:
+        """The chat request, and the input items to store (None: nothing to store)."""
+        options = self.settings.translation
+        if not isinstance(body, dict):
+            return responses_to_chat(body, options), None
+        if self.store is None:
+            for field in ("previous_response_id", "conversation"):
+                if body.get(field) is not None:
+                    raise InvalidRequest(
+                        f"'{field}' needs a response store, and this server has none configured.",
+                        param=field,
+                    )
+            return responses_to_chat(body, options), None
+        items = input_items(body.get("input"), self.settings.ids)
+        if items is None:
+            return responses_to_chat(body, options), None  # raises: input is malformed
+        history = await load_history(self.store, body, owner)
+        items = resolve_references(items, history)
+        # Validate what the client sent first, so that error params index its own input.
+        translated = responses_to_chat({**body, "input": items}, options)
+        if history:
+            translated = responses_to_chat({**body, "input": history + items}, options)
+        return translated, items
+
+    async def _save(
+        self, call: Call, body: Any, items: list[dict[str, Any]], response: dict[str, Any], events: bytes | None
+    ) -> None:
+        assert self.store is not None
+        await self.store.save(
+            StoredResponse(
+                id=response["id"],
+                owner=call.owner,
+                response=response,
+                input_items=items,
+                events=events,
+                created_at=response["created_at"],
+            )
+        )
+        conversation = conversation_id(body)
+        if conversation is not None:
+            output = list(response.get("output") or ())
+            await self.store.append_conversation(conversation, items + output, owner=call.owner)
 
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
-        translated = responses_to_chat(parse_json(call.body), settings.translation)
+        body = parse_json(call.body)
+        translated, items = await self._translate(body, call.owner)
         echo = translated.echo
-        for field in ("previous_response_id", "conversation"):
-            if echo.get(field) is not None:
-                raise InvalidRequest(
-                    f"'{field}' needs a response store, and this server has none configured.",
-                    param=field,
-                )
+        keep = items is not None and (echo["store"] or echo["conversation"] is not None)
         upstream = await self.upstream.request(
             "POST",
             CHAT_PATH,
@@ -90,19 +149,26 @@ class ResponsesOverChat:
                 completion = parse_upstream_json(
                     await upstream.read(settings.max_upstream_body_size)
                 )
-                await responder.send_json(
-                    200,
-                    chat_completion_to_response(
-                        completion, response, settings.ids, translated.output
-                    ),
-                )
+                chat_completion_to_response(completion, response, settings.ids, translated.output)
+                if keep and items is not None:
+                    await self._save(call, body, items, response, None)
+                await responder.send_json(200, response)
                 return
             core = ChatToResponses(
                 response, settings.ids, max_line=settings.max_line_size, options=translated.output
             )
+            stream = _EncodedStream(core, record=keep)
+
+            async def save() -> None:
+                if keep and items is not None and stream.sent is not None:
+                    try:
+                        await self._save(call, body, items, core.response, b"".join(stream.sent))
+                    except CompatError as exc:  # the client still gets its stream
+                        logger.warning("could not store %s: %s", core.response["id"], exc.message)
+
             if is_event_stream(upstream.headers):
                 await pump(
-                    upstream, _EncodedStream(core), responder, keepalive=settings.keepalive_interval
+                    upstream, stream, responder, keepalive=settings.keepalive_interval, on_end=save
                 )
                 return
             # The upstream ignored stream=true and answered whole: replay it as a stream.
@@ -110,6 +176,8 @@ class ResponsesOverChat:
             events = core.start()
             events += core.feed(completion_to_chunk(completion))
             events += core.finish(saw_done=True)
+            stream._keep(_encode(events))
+            await save()
             await responder.start(200, SSE_HEADERS)
             await responder.body(_encode(events), more_body=False)
         finally:

@@ -1,0 +1,112 @@
+"""``POST /chat/completions`` over a Responses upstream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from compat_asgi.asgi import (
+    SSE_HEADERS,
+    Responder,
+    is_event_stream,
+    parse_json,
+    parse_upstream_json,
+    pump,
+    raise_for_status,
+    upstream_headers,
+)
+from compat_asgi.core.chat_requests import chat_to_responses
+from compat_asgi.core.chat_streams import (
+    ResponsesToChat,
+    completion_chunks,
+    response_to_chat_completion,
+)
+from compat_asgi.core.sse import DONE_FRAME, encode_data
+from compat_asgi.endpoints import Call
+from compat_asgi.errors import CompatError
+from compat_asgi.settings import Settings
+from compat_asgi.upstream import Upstream
+
+__all__ = ["ChatOverResponses", "RESPONSES_PATH"]
+
+RESPONSES_PATH = "/v1/responses"
+
+
+def _encode(chunks: list[dict[str, Any]]) -> bytes:
+    return b"".join([encode_data(chunk) for chunk in chunks])
+
+
+class _EncodedChat:
+    """:class:`ResponsesToChat` as the shell's byte-level StreamTranslator."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, core: ResponsesToChat) -> None:
+        self.core = core
+
+    @property
+    def finished(self) -> bool:
+        return self.core.done
+
+    def start(self) -> bytes:
+        return b""  # a chat stream has no preamble: the role chunk comes with the first event
+
+    def feed(self, data: bytes) -> bytes:
+        return _encode(self.core.feed_bytes(data))
+
+    def close(self) -> bytes:
+        return _encode(self.core.close()) + DONE_FRAME
+
+    def fail(self, error: CompatError) -> bytes:
+        # No [DONE] after the error object: the OpenAI SDK raises APIError on it.
+        return encode_data(self.core.fail(error))
+
+
+class ChatOverResponses:
+    def __init__(self, upstream: Upstream, settings: Settings) -> None:
+        self.upstream = upstream
+        self.settings = settings
+
+    async def handle(self, call: Call, responder: Responder) -> None:
+        settings = self.settings
+        translated = chat_to_responses(parse_json(call.body))
+        upstream = await self.upstream.request(
+            "POST",
+            RESPONSES_PATH,
+            upstream_headers(
+                call.scope, keep_authorization=not settings.strip_authorization, json_body=True
+            ),
+            orjson.dumps(translated.responses),
+            scope=call.scope,
+        )
+        try:
+            await raise_for_status(upstream)
+            completion_id = "chatcmpl-" + settings.ids("chatcmpl").partition("_")[2]
+            created = settings.clock()
+            if translated.stream and is_event_stream(upstream.headers):
+                core = ResponsesToChat(
+                    completion_id=completion_id,
+                    created=created,
+                    model=translated.model,
+                    include_usage=translated.include_usage,
+                    ids=settings.ids,
+                    max_line=settings.max_line_size,
+                )
+                await pump(upstream, _EncodedChat(core), responder, keepalive=settings.keepalive_interval)
+                return
+            completion = response_to_chat_completion(
+                parse_upstream_json(await upstream.read(settings.max_upstream_body_size)),
+                completion_id=completion_id,
+                created=created,
+                model=translated.model,
+            )
+            if not translated.stream:
+                await responder.send_json(200, completion)
+                return
+            # The upstream answered a streamed request whole: send it as a stream.
+            chunks = completion_chunks(completion, include_usage=translated.include_usage)
+            await responder.start(200, SSE_HEADERS)
+            await responder.body(_encode(chunks) + DONE_FRAME, more_body=False)
+        finally:
+            await upstream.aclose()

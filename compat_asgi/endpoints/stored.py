@@ -1,0 +1,115 @@
+"""``GET``/``DELETE /responses/{id}``, ``GET /responses/{id}/input_items`` and
+``?stream=true`` replay, from the response store."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from compat_asgi.asgi import SSE_HEADERS, Responder
+from compat_asgi.core.sse import SSEDecoder
+from compat_asgi.endpoints import Call
+from compat_asgi.errors import InvalidRequest, NotFound
+from compat_asgi.store import Store, StoredResponse
+
+__all__ = ["StoredResponses"]
+
+_DEFAULT_LIMIT = 20
+_MAX_LIMIT = 100
+
+
+def _query(call: Call) -> dict[str, str]:
+    raw: bytes = call.scope.get("query_string", b"")
+    return {key: values[-1] for key, values in parse_qs(raw.decode("latin-1")).items()}
+
+
+def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = query.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise InvalidRequest(
+            f"Invalid '{name}': expected an integer from {low} to {high}, got {value!r}.",
+            param=name,
+            code="invalid_value",
+        )
+    return number
+
+
+def _bool_param(query: dict[str, str], name: str) -> bool:
+    value = query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"Invalid '{name}': expected true or false.", param=name, code="invalid_value")
+    return value in ("true", "1")
+
+
+class StoredResponses:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _record(self, call: Call, response_id: str) -> StoredResponse:
+        record = await self.store.get(response_id, owner=call.owner)
+        if record is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        return record
+
+    async def retrieve(self, call: Call, responder: Responder, response_id: str) -> None:
+        query = _query(call)
+        stream = _bool_param(query, "stream")
+        starting_after = _int_param(query, "starting_after", -1, -1, 1 << 31)
+        record = await self._record(call, response_id)
+        if not stream:
+            await responder.send_json(200, record.response)
+            return
+        if record.events is None:
+            raise InvalidRequest(
+                f"Response '{response_id}' was not streamed, so it has no events to replay; "
+                "retrieve it without stream=true.",
+                param="stream",
+                code="invalid_value",
+            )
+        # Events are stored as sent, numbered 0, 1, 2 ...: resuming is skipping.
+        events = SSEDecoder().feed(record.events + b"\n\n")[starting_after + 1 :]
+        body = b"".join(
+            b"event: " + (event.event or b"message") + b"\ndata: " + event.data + b"\n\n"
+            for event in events
+        )
+        await responder.start(200, SSE_HEADERS)
+        await responder.body(body, more_body=False)
+
+    async def delete(self, call: Call, responder: Responder, response_id: str) -> None:
+        if not await self.store.delete(response_id, owner=call.owner):
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        await responder.send_json(200, {"id": response_id, "object": "response", "deleted": True})
+
+    async def input_items(self, call: Call, responder: Responder, response_id: str) -> None:
+        query = _query(call)
+        limit = _int_param(query, "limit", _DEFAULT_LIMIT, 1, _MAX_LIMIT)
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value")
+        record = await self._record(call, response_id)
+        items: list[dict[str, Any]] = list(record.input_items)
+        if order == "desc":
+            items.reverse()
+        after = query.get("after")
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise InvalidRequest(f"Item '{after}' is not in this list.", param="after", code="invalid_value")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        await responder.send_json(
+            200,
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0].get("id") if page else None,
+                "last_id": page[-1].get("id") if page else None,
+                "has_more": len(items) > limit,
+            },
+        )
