@@ -7,18 +7,28 @@ import ipaddress
 import os
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
 from compat_asgi.middleware import CompatMiddleware
 from compat_asgi.settings import DEFAULT_MAX_CONCURRENT
 from compat_asgi.types import ASGIApp
 from compat_asgi.upstream import DEFAULT_TIMEOUT
 
-__all__ = ["main", "create_app", "serve"]
+__all__ = ["main", "create_app", "serve", "default_store_url"]
+
+
+def default_store_url() -> str:
+    """SQLite under the user's state directory: survives restarts, no setup."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return "sqlite:///" + os.path.abspath(os.path.join(base, "compat-asgi", "responses.db"))
 
 
 def create_app(
     *,
     upstream: str | None = None,
+    upstream_api: Literal["chat", "responses"] = "chat",
+    demo: Literal["chat", "responses"] = "chat",
+    store: str | None = None,
     upstream_key: str | None = None,
     upstream_timeout: float = DEFAULT_TIMEOUT,
     api_keys: Sequence[str] = (),
@@ -34,9 +44,16 @@ def create_app(
         from compat_asgi.demo import DemoChatApp
 
         backend = DemoChatApp()
+        upstream_api = demo
+        if demo == "responses":
+            # A Responses backend to put the chat API in front of: the demo
+            # itself, made to speak Responses by an inner middleware.
+            backend = CompatMiddleware(backend, store="memory")
     app: ASGIApp = CompatMiddleware(
         backend,
         upstream=upstream,
+        upstream_api=upstream_api,
+        store=store,
         upstream_key=upstream_key,
         upstream_timeout=upstream_timeout,
         api_keys=api_keys,
@@ -64,6 +81,9 @@ def serve(
     log_level: str = "info",
     allow_public_without_key: bool = False,
     upstream: str | None = None,
+    upstream_api: Literal["chat", "responses"] = "chat",
+    demo: Literal["chat", "responses"] = "chat",
+    store: str | None = None,
     upstream_key: str | None = None,
     upstream_timeout: float = DEFAULT_TIMEOUT,
     api_keys: Sequence[str] = (),
@@ -84,6 +104,9 @@ def serve(
 
     app = create_app(
         upstream=upstream,
+        upstream_api=upstream_api,
+        demo=demo,
+        store=store,
         upstream_key=upstream_key,
         upstream_timeout=upstream_timeout,
         api_keys=api_keys,
@@ -123,6 +146,24 @@ def _parser() -> argparse.ArgumentParser:
         help="chat-completions server to translate for, e.g. http://127.0.0.1:8080/v1",
     )
     run.add_argument("--upstream-key", metavar="KEY", help="bearer key sent to the upstream")
+    run.add_argument(
+        "--upstream-api",
+        choices=["chat", "responses"],
+        default="chat",
+        help="what the upstream speaks; the other API is translated (default: %(default)s)",
+    )
+    run.add_argument(
+        "--demo",
+        choices=["chat", "responses"],
+        default="chat",
+        help="without --upstream: the embedded demo speaks this API (default: %(default)s)",
+    )
+    run.add_argument(
+        "--store",
+        metavar="URL",
+        help="response store: memory, sqlite:///PATH or redis://HOST:PORT/DB "
+        "(default: SQLite under $XDG_STATE_HOME/compat-asgi)",
+    )
     run.add_argument(
         "--upstream-timeout",
         type=float,
@@ -223,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
                 allow_public_without_key=args.allow_public_without_key,
                 upstream=args.upstream,
+                upstream_api=args.upstream_api,
+                demo=args.demo,
+                store=args.store or default_store_url(),
                 upstream_key=args.upstream_key,
                 upstream_timeout=args.upstream_timeout,
                 api_keys=args.api_key,

@@ -25,7 +25,8 @@ def free_port() -> int:
 def cli_server(*args: str) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), "--log-level", "warning", *args],
+        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), "--log-level", "warning",
+         *(args if "--store" in args else ("--store", "memory", *args))],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
