@@ -19,6 +19,8 @@ __all__ = [
     "Unauthorized",
     "ServerBusy",
     "MethodNotAllowed",
+    "UnsupportedMediaType",
+    "Conflict",
     "RequestTooLarge",
     "UpstreamError",
     "UpstreamTimeout",
@@ -93,6 +95,22 @@ class ServerBusy(CompatError):
     status = 503
     type = "server_error"
     code = "server_busy"
+
+
+class UnsupportedMediaType(CompatError):
+    """A request body in a Content-Encoding this server cannot decode (415)."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
+
+
+class Conflict(CompatError):
+    """A request that contradicts an earlier one, e.g. a reused Idempotency-Key (422)."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
 
 
 class MethodNotAllowed(CompatError):
