@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
+from compat_asgi.config import load_config
 from compat_asgi.middleware import CompatMiddleware
 from compat_asgi.settings import DEFAULT_MAX_CONCURRENT
 from compat_asgi.types import ASGIApp
@@ -25,6 +26,7 @@ def default_store_url() -> str:
 
 def create_app(
     *,
+    config: str | None = None,
     upstream: str | None = None,
     upstream_api: Literal["chat", "responses"] = "chat",
     demo: Literal["chat", "responses"] = "chat",
@@ -40,7 +42,10 @@ def create_app(
 ) -> ASGIApp:
     """The app ``compat-asgi serve`` runs: the demo backend, or a proxy to ``upstream``."""
     backend: ASGIApp | None = None
-    if upstream is None:
+    routing = load_config(config) if config is not None else None
+    if routing is not None and upstream is not None:
+        raise ValueError("give --config or --upstream, not both")
+    if upstream is None and routing is None:
         from compat_asgi.demo import DemoChatApp
 
         backend = DemoChatApp()
@@ -53,6 +58,7 @@ def create_app(
         backend,
         upstream=upstream,
         upstream_api=upstream_api,
+        config=routing,
         store=store,
         upstream_key=upstream_key,
         upstream_timeout=upstream_timeout,
@@ -80,6 +86,7 @@ def serve(
     port: int = 8000,
     log_level: str = "info",
     allow_public_without_key: bool = False,
+    config: str | None = None,
     upstream: str | None = None,
     upstream_api: Literal["chat", "responses"] = "chat",
     demo: Literal["chat", "responses"] = "chat",
@@ -103,6 +110,7 @@ def serve(
     import uvicorn  # imported here so that importing compat_asgi stays light
 
     app = create_app(
+        config=config,
         upstream=upstream,
         upstream_api=upstream_api,
         demo=demo,
@@ -140,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML routing config: several upstreams, models mapped onto them",
+    )
     run.add_argument(
         "--upstream",
         metavar="URL",
@@ -263,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=args.port,
                 log_level=args.log_level,
                 allow_public_without_key=args.allow_public_without_key,
+                config=args.config,
                 upstream=args.upstream,
                 upstream_api=args.upstream_api,
                 demo=args.demo,

@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from compat_asgi.asgi import (
     ClientGone,
@@ -29,7 +30,8 @@ from compat_asgi.core.ids import Clock, IdFactory, RandomIds, system_clock
 from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
-from compat_asgi.endpoints import Call
+from compat_asgi.config import RoutingConfig, parse_config
+from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.chat import ChatOverResponses
 from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
@@ -43,6 +45,7 @@ from compat_asgi.settings import (
     DEFAULT_MAX_UPSTREAM_BODY,
     Settings,
 )
+from compat_asgi.routing import Router
 from compat_asgi.store import Store, open_store
 from compat_asgi.types import ASGIApp, Message, Receive, Scope, Send
 from compat_asgi.upstream import (
@@ -78,6 +81,7 @@ class CompatMiddleware:
         *,
         upstream: str | Upstream | None = None,
         upstream_api: Literal["chat", "responses"] = "chat",
+        config: RoutingConfig | Mapping[str, Any] | None = None,
         store: Store | str | None = None,
         models: Sequence[str] = (),
         upstream_key: str | None = None,
@@ -98,8 +102,10 @@ class CompatMiddleware:
     ) -> None:
         if upstream_api not in ("chat", "responses"):
             raise ValueError(f"upstream_api must be 'chat' or 'responses', not {upstream_api!r}")
-        if app is None and upstream is None:
-            raise ValueError("CompatMiddleware needs an app to wrap, an upstream, or both")
+        if app is None and upstream is None and config is None:
+            raise ValueError("CompatMiddleware needs an app to wrap, an upstream, a config, or a mix")
+        if config is not None and upstream is not None:
+            raise ValueError("give either upstream= or config=, not both")
         for name, value in (
             ("max_body_size", max_body_size),
             ("max_line_size", max_line_size),
@@ -112,19 +118,14 @@ class CompatMiddleware:
         if any(not key for key in api_keys):
             raise ValueError("api_keys must not contain empty keys")
         self.app = app
-        if isinstance(upstream, str):
-            self.upstream: Upstream = HTTPUpstream(
-                upstream,
-                api_key=upstream_key,
-                timeout=upstream_timeout,
-                connect_timeout=upstream_connect_timeout,
-            )
-        elif upstream is not None:
-            self.upstream = upstream
-        else:
-            assert app is not None
-            self.upstream = AppUpstream(app)
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        translation = RequestOptions(
+            drop_unsupported_tools=drop_unsupported_tools,
+            reasoning_seal=ReasoningSeal(
+                reasoning_key.encode() if isinstance(reasoning_key, str) else reasoning_key
+            ),
+            think_tags=think_tags,
+        )
         self.settings = Settings(
             prefix=self.prefix,
             max_body_size=max_body_size,
@@ -134,33 +135,57 @@ class CompatMiddleware:
             ids=ids or RandomIds(),
             clock=clock or system_clock,
             strip_authorization=bool(api_keys),
-            translation=RequestOptions(
-                drop_unsupported_tools=drop_unsupported_tools,
-                reasoning_seal=ReasoningSeal(
-                    reasoning_key.encode() if isinstance(reasoning_key, str) else reasoning_key
-                ),
-                think_tags=think_tags,
-            ),
+            translation=translation,
         )
         self._api_keys = [key.encode() for key in api_keys]
         self._max_concurrent = max_concurrent_requests
         self._active = 0
-        self.upstream_api = upstream_api
-        # A Responses upstream keeps its own state; ours is for chat upstreams.
-        self.store: Store | None = (
-            open_store(store) if isinstance(store, str) else store
-        ) if upstream_api == "chat" else None
-        self._stored = StoredResponses(self.store) if self.store is not None else None
-        self._models = Models(self.upstream, self.settings, models)
-        self._passthrough = Passthrough(self.upstream, self.settings).handle
-        self._routes: dict[str, Routes] = {"/models": {"GET": self._models.list}}
-        if upstream_api == "chat":
-            responses = ResponsesOverChat(self.upstream, self.settings, self.store)
-            self._routes["/responses"] = {"POST": responses.handle}
+        self.store: Store | None = open_store(store) if isinstance(store, str) else store
+
+        if config is not None:
+            routing = config if isinstance(config, RoutingConfig) else parse_config(config)
+            self.router = Router.from_config(routing, translation, app)
+            self._models = Models(None, self.settings, list(routing.models))
+            translates = {"chat", "responses"}
+            native = False
         else:
-            self._routes["/chat/completions"] = {
-                "POST": ChatOverResponses(self.upstream, self.settings).handle
-            }
+            if isinstance(upstream, str):
+                only: Upstream = HTTPUpstream(
+                    upstream,
+                    api_key=upstream_key,
+                    timeout=upstream_timeout,
+                    connect_timeout=upstream_connect_timeout,
+                )
+            elif upstream is not None:
+                only = upstream
+            else:
+                assert app is not None
+                only = AppUpstream(app)
+            self.router = Router(Target("default", only, upstream_api, translation))
+            self._models = Models(only, self.settings, models)
+            # The other API is translated; the upstream's own goes to the app when there is one.
+            translates = {"responses" if upstream_api == "chat" else "chat"}
+            native = app is not None
+
+        self._passthrough = Passthrough(self.settings).handle
+        responses = ResponsesOverChat(self.settings, self.store)
+        chat = ChatOverResponses(self.settings)
+
+        async def create_response(call: Call, responder: Responder) -> None:
+            handle = responses.handle if call.target.api == "chat" else self._passthrough
+            await handle(call, responder)
+
+        async def create_chat_completion(call: Call, responder: Responder) -> None:
+            handle = chat.handle if call.target.api == "responses" else self._passthrough
+            await handle(call, responder)
+
+        self._routes: dict[str, Routes] = {"/models": {"GET": self._models.list}}
+        if "responses" in translates or not native:
+            self._routes["/responses"] = {"POST": create_response}
+        if "chat" in translates or not native:
+            self._routes["/chat/completions"] = {"POST": create_chat_completion}
+        self._stored = StoredResponses(self.store) if self.store is not None else None
+        self._native = native
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -179,7 +204,8 @@ class CompatMiddleware:
             return
         routes = self._routes_for(path[len(self.prefix) :])
         if routes is None:
-            if self.app is not None:
+            if self._native:
+                assert self.app is not None
                 await self.app(scope, receive, send)
             else:
                 await self._serve(self._passthrough, scope, receive, send, owner)
@@ -215,7 +241,8 @@ class CompatMiddleware:
         }
 
     async def aclose(self) -> None:
-        await self.upstream.aclose()
+        for _, upstream in self.router.all_upstreams:
+            await upstream.aclose()
         if self.store is not None:
             await self.store.aclose()
 
@@ -288,7 +315,7 @@ class CompatMiddleware:
             assert task is not None
             watcher = asyncio.create_task(watch_disconnect(receive, task, responder))
             try:
-                await handler(Call(scope, body, owner), responder)
+                await handler(Call(scope, body, owner, self.router.resolve), responder)
             finally:
                 watcher.cancel()
         except ClientGone:

@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from compat_asgi.types import Scope
+from compat_asgi.core.options import RequestOptions
+from compat_asgi.types import Headers, Scope
+from compat_asgi.upstream import Upstream
 
-__all__ = ["Call"]
+__all__ = ["Call", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Where one request goes, and how its body is adapted for that backend."""
+
+    name: str
+    upstream: Upstream
+    api: Literal["chat", "responses"]
+    options: RequestOptions
+    model: str | None = None  # the upstream's id for the requested model; None: as requested
+    max_output_tokens: int | None = None  # default when the request sets none
+    drop_fields: frozenset[str] = field(default_factory=frozenset)
+    headers: Headers = field(default_factory=list)  # added to every upstream request
+
+    def adapt(self, body: dict[str, Any], limit_field: str | None) -> dict[str, Any]:
+        """The upstream request body with this target's model id, default limit and
+        dropped fields applied (``limit_field`` names the output limit in that API)."""
+        if self.model is not None:
+            body["model"] = self.model
+        if self.max_output_tokens is not None and limit_field and limit_field not in body:
+            if limit_field != "max_tokens" or "max_completion_tokens" not in body:
+                body[limit_field] = self.max_output_tokens
+        for name in self.drop_fields:
+            body.pop(name, None)
+        return body
+
+
+@dataclass(slots=True)
 class Call:
-    """One authenticated request, body read."""
+    """One authenticated request, body read; its target is chosen when first asked
+    for, since endpoints answered locally (models, stored responses) need none."""
 
     scope: Scope
     body: bytes
     owner: str | None  # scope for stored state: a digest of the client's API key
+    resolve: Callable[[Scope, bytes], Target]
+    _target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = self.resolve(self.scope, self.body)
+        return self._target

@@ -26,7 +26,6 @@ from compat_asgi.core.sse import DONE_FRAME, encode_data
 from compat_asgi.endpoints import Call
 from compat_asgi.errors import CompatError
 from compat_asgi.settings import Settings
-from compat_asgi.upstream import Upstream
 
 __all__ = ["ChatOverResponses", "RESPONSES_PATH"]
 
@@ -64,19 +63,21 @@ class _EncodedChat:
 
 
 class ChatOverResponses:
-    def __init__(self, upstream: Upstream, settings: Settings) -> None:
-        self.upstream = upstream
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
         translated = chat_to_responses(parse_json(call.body))
-        upstream = await self.upstream.request(
+        target = call.target
+        target.adapt(translated.responses, "max_output_tokens")
+        upstream = await target.upstream.request(
             "POST",
             RESPONSES_PATH,
             upstream_headers(
                 call.scope, keep_authorization=not settings.strip_authorization, json_body=True
-            ),
+            )
+            + target.headers,
             orjson.dumps(translated.responses),
             scope=call.scope,
         )

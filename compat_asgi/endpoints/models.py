@@ -20,12 +20,16 @@ _MAX_MODELS_BODY = 4 << 20
 
 
 class Models:
-    def __init__(self, upstream: Upstream, settings: Settings, configured: Sequence[str]) -> None:
+    """``upstream`` None: list exactly the configured names (a routing config)."""
+
+    def __init__(self, upstream: Upstream | None, settings: Settings, configured: Sequence[str]) -> None:
         self.upstream = upstream
         self.settings = settings
         self.configured = list(configured)
 
     async def _upstream_models(self, call: Call) -> list[dict[str, Any]] | None:
+        if self.upstream is None:
+            return None
         try:
             upstream = await self.upstream.request(
                 "GET",

@@ -31,7 +31,6 @@ from compat_asgi.endpoints.history import (
 from compat_asgi.errors import CompatError, InvalidRequest
 from compat_asgi.settings import Settings
 from compat_asgi.store import Store, StoredResponse
-from compat_asgi.upstream import Upstream
 
 __all__ = ["ResponsesOverChat", "CHAT_PATH"]
 
@@ -77,16 +76,16 @@ class _EncodedStream:
 
 
 class ResponsesOverChat:
-    def __init__(self, upstream: Upstream, settings: Settings, store: Store | None) -> None:
-        self.upstream = upstream
+    def __init__(self, settings: Settings, store: Store | None) -> None:
         self.settings = settings
         self.store = store
 
     async def _translate(
-        self, body: Any, owner: str | None
+        self, body: Any, call: Call
     ) -> tuple[TranslatedRequest, list[dict[str, Any]] | None]:
         """The chat request, and the input items to store (None: nothing to store)."""
-        options = self.settings.translation
+        options = call.target.options
+        owner = call.owner
         if not isinstance(body, dict):
             return responses_to_chat(body, options), None
         if self.store is None:
@@ -130,15 +129,18 @@ class ResponsesOverChat:
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
         body = parse_json(call.body)
-        translated, items = await self._translate(body, call.owner)
+        translated, items = await self._translate(body, call)
         echo = translated.echo
+        target = call.target
+        target.adapt(translated.chat, "max_tokens")
         keep = items is not None and (echo["store"] or echo["conversation"] is not None)
-        upstream = await self.upstream.request(
+        upstream = await target.upstream.request(
             "POST",
             CHAT_PATH,
             upstream_headers(
                 call.scope, keep_authorization=not settings.strip_authorization, json_body=True
-            ),
+            )
+            + target.headers,
             orjson.dumps(translated.chat),
             scope=call.scope,
         )
