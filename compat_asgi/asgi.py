@@ -14,7 +14,6 @@ from compat_asgi.errors import (
     CompatError,
     InvalidRequest,
     MethodNotAllowed,
-    RequestTooLarge,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
@@ -30,7 +29,6 @@ __all__ = [
     "KEEPALIVE",
     "send_error",
     "method_not_allowed",
-    "read_body",
     "route_path",
     "parse_json",
     "parse_upstream_json",
@@ -46,7 +44,7 @@ __all__ = [
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
+    (b"cache-control", b"no-store"),
     # nginx and similar proxies buffer responses unless told not to.
     (b"x-accel-buffering", b"no"),
 ]
@@ -142,23 +140,6 @@ def route_path(scope: Scope) -> str:
     if root_path and path.startswith(root_path):
         return path[len(root_path) :] or "/"
     return path
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit``."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-        if not message.get("more_body", False):
-            return bytes(body)
 
 
 async def watch_disconnect(receive: Receive, task: asyncio.Task[Any], responder: Responder) -> None:

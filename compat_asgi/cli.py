@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from compat_asgi.config import load_config
+from compat_asgi.idempotency import DEFAULT_WINDOW
 from compat_asgi.middleware import CompatMiddleware
 from compat_asgi.settings import DEFAULT_MAX_CONCURRENT
 from compat_asgi.types import ASGIApp
@@ -39,6 +40,9 @@ def create_app(
     think_tags: bool = False,
     drop_unsupported_tools: bool = False,
     reasoning_key: str | None = None,
+    log_format: Literal["json", "text"] | None = None,
+    metrics: bool = False,
+    idempotency_window: float = DEFAULT_WINDOW,
 ) -> ASGIApp:
     """The app ``compat-asgi serve`` runs: the demo backend, or a proxy to ``upstream``."""
     backend: ASGIApp | None = None
@@ -67,6 +71,10 @@ def create_app(
         think_tags=think_tags,
         drop_unsupported_tools=drop_unsupported_tools,
         reasoning_key=reasoning_key,
+        health=True,
+        access_log=log_format,
+        metrics=metrics,
+        idempotency_window=idempotency_window,
     )
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -99,6 +107,9 @@ def serve(
     think_tags: bool = False,
     drop_unsupported_tools: bool = False,
     reasoning_key: str | None = None,
+    log_format: Literal["json", "text"] = "text",
+    metrics: bool = False,
+    idempotency_window: float = DEFAULT_WINDOW,
 ) -> None:
     """Run :func:`create_app` under uvicorn. Refuses to expose an unauthenticated
     server beyond loopback unless ``allow_public_without_key`` says so."""
@@ -123,8 +134,12 @@ def serve(
         think_tags=think_tags,
         drop_unsupported_tools=drop_unsupported_tools,
         reasoning_key=reasoning_key,
+        log_format=log_format,
+        metrics=metrics,
+        idempotency_window=idempotency_window,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    # Our access log replaces uvicorn's: one line per request, with model and timings.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
 
 
 def _is_loopback(host: str) -> bool:
@@ -230,6 +245,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="access log lines: one per request (default: %(default)s)",
+    )
+    run.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics (needs compat-asgi[metrics])",
+    )
+    run.add_argument(
+        "--idempotency-window",
+        type=float,
+        default=DEFAULT_WINDOW,
+        metavar="SECONDS",
+        help="how long an Idempotency-Key replays its first answer; 0 turns it off "
+        "(default: %(default)s)",
+    )
     check = commands.add_parser(
         "conformance",
         help="score an OpenAI-compatible endpoint against the protocol rules",
@@ -289,8 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 think_tags=args.think_tags,
                 drop_unsupported_tools=args.drop_unsupported_tools,
                 reasoning_key=args.reasoning_key,
+                log_format=args.log_format,
+                metrics=args.metrics,
+                idempotency_window=args.idempotency_window,
             )
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:
             print(f"compat-asgi: {exc}", file=sys.stderr)
             return 2
     return 0

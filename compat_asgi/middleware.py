@@ -12,15 +12,19 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Mapping
 from typing import Any, Literal
+
+import orjson
 
 from compat_asgi.asgi import (
     ClientGone,
     Responder,
     method_not_allowed,
-    read_body,
     route_path,
     send_error,
     serve_lifespan,
@@ -45,9 +49,12 @@ from compat_asgi.settings import (
     DEFAULT_MAX_UPSTREAM_BODY,
     Settings,
 )
-from compat_asgi.routing import Router
+from compat_asgi.bodies import read_decoded_body
+from compat_asgi.idempotency import IdempotencyCache
+from compat_asgi.observability import AccessLog, Metrics, RequestRecord
+from compat_asgi.routing import Router, model_of
 from compat_asgi.store import Store, open_store
-from compat_asgi.types import ASGIApp, Message, Receive, Scope, Send
+from compat_asgi.types import ASGIApp, Headers, Message, Receive, Scope, Send
 from compat_asgi.upstream import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -97,6 +104,10 @@ class CompatMiddleware:
         drop_unsupported_tools: bool = False,
         think_tags: bool = False,
         reasoning_key: bytes | str | None = None,
+        health: bool = False,
+        access_log: Literal["json", "text"] | None = None,
+        metrics: bool = False,
+        idempotency_window: float = 0.0,
         ids: IdFactory | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -172,12 +183,14 @@ class CompatMiddleware:
         chat = ChatOverResponses(self.settings)
 
         async def create_response(call: Call, responder: Responder) -> None:
-            handle = responses.handle if call.target.api == "chat" else self._passthrough
-            await handle(call, responder)
+            translate = call.target.api == "chat"
+            call.mode = "translated" if translate else "passthrough"
+            await (responses.handle if translate else self._passthrough)(call, responder)
 
         async def create_chat_completion(call: Call, responder: Responder) -> None:
-            handle = chat.handle if call.target.api == "responses" else self._passthrough
-            await handle(call, responder)
+            translate = call.target.api == "responses"
+            call.mode = "translated" if translate else "passthrough"
+            await (chat.handle if translate else self._passthrough)(call, responder)
 
         self._routes: dict[str, Routes] = {"/models": {"GET": self._models.list}}
         if "responses" in translates or not native:
@@ -186,18 +199,48 @@ class CompatMiddleware:
             self._routes["/chat/completions"] = {"POST": create_chat_completion}
         self._stored = StoredResponses(self.store) if self.store is not None else None
         self._native = native
+        self._access_log = AccessLog(access_log) if access_log is not None else None
+        self._metrics = Metrics(prefix=self.prefix) if metrics else None
+        self._observe = self._access_log is not None or self._metrics is not None
+        self._idempotency = IdempotencyCache(idempotency_window) if idempotency_window > 0 else None
+        self._ops: dict[str, Callable[[Send], Awaitable[None]]] = {}
+        if health:
+            self._ops["/healthz"] = self._healthz
+            self._ops["/readyz"] = self._readyz
+        if self._metrics is not None:
+            self._ops["/metrics"] = self._render_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._other_scope(scope, receive, send)
             return
         path = route_path(scope)
-        if not path.startswith(self.prefix + "/"):
+        operation = self._ops.get(path)
+        if not path.startswith(self.prefix + "/") and operation is None:
             if self.app is not None:
                 await self.app(scope, receive, send)
             else:
                 await send_error(send, NotFound(f"No route for {scope['method']} {path}"))
             return
+        request_id = _request_id(scope)
+        record = None
+        if self._observe:
+            record = RequestRecord(request_id.decode(), scope["method"], path, started=time.perf_counter())
+            if self._metrics is not None:
+                self._metrics.started(record)
+        observed = _ObservedSend(send, request_id, record)
+        try:
+            if operation is not None:
+                await operation(observed)
+            else:
+                await self._dispatch(scope, receive, observed, path, record)
+        finally:
+            if record is not None:
+                self._report(record)
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, send: Send, path: str, record: RequestRecord | None
+    ) -> None:
         owner = self._authenticate(scope)
         if isinstance(owner, CompatError):
             await send_error(send, owner)
@@ -206,16 +249,27 @@ class CompatMiddleware:
         if routes is None:
             if self._native:
                 assert self.app is not None
+                if record is not None:
+                    record.mode = "app"
                 await self.app(scope, receive, send)
             else:
-                await self._serve(self._passthrough, scope, receive, send, owner)
+                if record is not None:
+                    record.mode = "passthrough"
+                await self._serve(self._passthrough, scope, receive, send, owner, record)
             return
         handler = routes.get(scope["method"])
         if handler is None:
             allow = ", ".join(routes).encode()
             await send_error(send, method_not_allowed(scope["method"], path, allow))
         else:
-            await self._serve(handler, scope, receive, send, owner)
+            await self._serve(handler, scope, receive, send, owner, record)
+
+    def _report(self, record: RequestRecord) -> None:
+        record.finished = time.perf_counter()
+        if self._access_log is not None:
+            self._access_log.emit(record)
+        if self._metrics is not None:
+            self._metrics.finished(record)
 
     def _routes_for(self, rest: str) -> Routes | None:
         """What this server answers itself at ``rest`` (the path below the
@@ -294,7 +348,13 @@ class CompatMiddleware:
     # -- per request ---------------------------------------------------------
 
     async def _serve(
-        self, handler: Handler, scope: Scope, receive: Receive, send: Send, owner: str | None
+        self,
+        handler: Handler,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        owner: str | None,
+        record: RequestRecord | None,
     ) -> None:
         """Run ``handler`` with limits applied, the client's disconnect cancelling
         it, and every error turned into OpenAI's envelope or stream events."""
@@ -308,14 +368,22 @@ class CompatMiddleware:
             )
             return
         self._active += 1
+        call: Call | None = None
+        key = _idempotency_key(scope) if self._idempotency is not None else None
         responder = Responder(send)
         try:
-            body = await read_body(scope, receive, self.settings.max_body_size)
+            body = await read_decoded_body(receive, scope.get("headers", ()), self.settings.max_body_size)
+            if key is not None and self._idempotency is not None and not _streams(body):
+                recording = await self._idempotency.replay(owner, key, route_path(scope), body, send)
+                if recording is None:
+                    return
+                responder = Responder(recording)
             task = asyncio.current_task()
             assert task is not None
             watcher = asyncio.create_task(watch_disconnect(receive, task, responder))
+            call = Call(scope, body, owner, self.router.resolve)
             try:
-                await handler(Call(scope, body, owner, self.router.resolve), responder)
+                await handler(call, responder)
             finally:
                 watcher.cancel()
         except ClientGone:
@@ -329,13 +397,116 @@ class CompatMiddleware:
             if task is not None:
                 task.uncancel()
         except CompatError as exc:
+            if record is not None:
+                record.error = exc.code
             if responder.started:
                 logger.warning("error after the response started: %s", exc.message)
             else:
                 await responder.send_error(exc)
         except Exception:
             logger.exception("unhandled error while serving %s", scope.get("path"))
+            if record is not None:
+                record.error = "internal_error"
             if not responder.started:
                 await responder.send_error(UpstreamError("internal error", status=500))
         finally:
             self._active -= 1
+            if key is not None and self._idempotency is not None:
+                self._idempotency.abandon(owner, key)
+            if record is not None and call is not None:
+                record.mode = call.mode or record.mode
+                record.model = model_of(call.body)
+                if call.resolved is not None:
+                    record.upstream = call.resolved.name
+
+    # -- operations ----------------------------------------------------------
+
+    async def _healthz(self, send: Send) -> None:
+        await Responder(send).send_json(200, {"status": "ok"})
+
+    async def _readyz(self, send: Send) -> None:
+        checks = {f"upstream:{name}": await _reachable(upstream) for name, upstream in self.router.all_upstreams}
+        if self.store is not None:
+            checks["store"] = await self.store.ping()
+        ready = all(checks.values())
+        await Responder(send).send_json(
+            200 if ready else 503, {"status": "ready" if ready else "not_ready", "checks": checks}
+        )
+
+    async def _render_metrics(self, send: Send) -> None:
+        assert self._metrics is not None
+        content_type, body = self._metrics.render()
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        responder = Responder(send)
+        await responder.start(200, headers)
+        await responder.body(body, more_body=False)
+
+
+_READY_TIMEOUT = 3.0
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_SECURITY_HEADERS: Headers = [(b"x-content-type-options", b"nosniff")]
+
+
+async def _reachable(upstream: Upstream) -> bool:
+    """Whether the upstream answers HTTP at all (any status counts)."""
+    try:
+        response = await asyncio.wait_for(upstream.request("GET", "/v1/models", [], b""), _READY_TIMEOUT)
+    except (CompatError, asyncio.TimeoutError):
+        return False
+    await response.aclose()
+    return True
+
+
+def _request_id(scope: Scope) -> bytes:
+    """The client's ``x-request-id`` when it is a sane token, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return bytes(value)
+    return b"req_" + os.urandom(12).hex().encode()
+
+
+def _idempotency_key(scope: Scope) -> str | None:
+    if scope["method"] != "POST":
+        return None
+    for name, value in scope.get("headers", ()):
+        if name == b"idempotency-key" and value:
+            return bytes(value[:256]).decode("latin-1")
+    return None
+
+
+def _streams(body: bytes) -> bool:
+    """Whether a request asks for a stream (those are not replayed)."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(payload, dict) and payload.get("stream") is True
+
+
+class _ObservedSend:
+    """Adds the request id and security headers to every response start, and
+    notes status and first-byte time for the access log and metrics."""
+
+    __slots__ = ("_send", "_headers", "_record")
+
+    def __init__(self, send: Send, request_id: bytes, record: RequestRecord | None) -> None:
+        self._send = send
+        self._headers: Headers = [(b"x-request-id", request_id), *_SECURITY_HEADERS]
+        self._record = record
+
+    async def __call__(self, message: Message) -> None:
+        record = self._record
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            headers += [(k, v) for k, v in self._headers if k not in present]
+            message = {**message, "headers": headers}
+            if record is not None:
+                record.status = message["status"]
+                record.stream = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in headers
+                )
+        elif record is not None and record.first_byte is None and message.get("body"):
+            record.first_byte = time.perf_counter()
+        await self._send(message)

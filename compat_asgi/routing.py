@@ -14,7 +14,7 @@ from compat_asgi.errors import NotFound
 from compat_asgi.types import ASGIApp, Scope
 from compat_asgi.upstream import AppUpstream, HTTPUpstream, Upstream
 
-__all__ = ["Router", "UPSTREAM_HEADER"]
+__all__ = ["Router", "UPSTREAM_HEADER", "model_of"]
 
 UPSTREAM_HEADER = b"x-compat-upstream"
 
@@ -95,7 +95,7 @@ class Router:
             if self.default is None:
                 raise NotFound("No upstream is configured for this request.", code="upstream_not_found")
             return self.default
-        model = _model_of(body)
+        model = model_of(body)
         if model is None:
             target = chosen or self.default
             if target is None:
@@ -113,7 +113,7 @@ class Router:
         return target
 
 
-def _model_of(body: bytes) -> str | None:
+def model_of(body: bytes) -> str | None:
     if not body:
         return None
     try:

@@ -49,6 +49,12 @@ class Call:
     owner: str | None  # scope for stored state: a digest of the client's API key
     resolve: Callable[[Scope, bytes], Target]
     _target: Target | None = None
+    mode: str | None = None  # "translated" or "passthrough", for the access log
+
+    @property
+    def resolved(self) -> Target | None:
+        """The target if it was chosen (local endpoints never choose one)."""
+        return self._target
 
     @property
     def target(self) -> Target:

@@ -47,7 +47,7 @@ def encode_reply(reply: Reply) -> bytes:
 replies: st.SearchStrategy[Reply] = st.recursive(
     st.none()
     | st.integers(-(2**63), 2**63 - 1)
-    | st.text(alphabet=st.characters(blacklist_characters="\r\n"))
+    | st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)))
     | st.binary(),
     lambda inner: st.lists(inner, max_size=4),
     max_leaves=12,
