@@ -134,3 +134,11 @@ def test_toml_file_is_loaded_and_its_errors_name_the_file(tmp_path: Path, capsys
     assert main(["serve", "--config", str(broken), "--store", "memory"]) == 2
     assert f"{broken}: models.x.upstream: no upstream named 'nowhere'" in capsys.readouterr().err
     assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_the_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "secret")
+    config = load_config(str(Path(__file__).parent.parent / "examples" / "compat.toml"))
+    assert set(config.upstreams) == {"llamacpp", "vllm", "openai-compatible"}
+    assert config.models["qwen3-8b"].think_tags and config.upstreams["vllm"].key == "secret"
+    assert config.default_upstream is None and config.upstream_header
