@@ -89,57 +89,29 @@ def create_app(
 
 
 def serve(
+    app: ASGIApp,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
     log_level: str = "info",
+    authenticated: bool = False,
     allow_public_without_key: bool = False,
-    config: str | None = None,
-    upstream: str | None = None,
-    upstream_api: Literal["chat", "responses"] = "chat",
-    demo: Literal["chat", "responses"] = "chat",
-    store: str | None = None,
-    upstream_key: str | None = None,
-    upstream_timeout: float = DEFAULT_TIMEOUT,
-    api_keys: Sequence[str] = (),
-    cors_origins: Sequence[str] = (),
-    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
-    think_tags: bool = False,
-    drop_unsupported_tools: bool = False,
-    reasoning_key: str | None = None,
-    log_format: Literal["json", "text"] = "text",
-    metrics: bool = False,
-    idempotency_window: float = DEFAULT_WINDOW,
 ) -> None:
-    """Run :func:`create_app` under uvicorn. Refuses to expose an unauthenticated
-    server beyond loopback unless ``allow_public_without_key`` says so."""
-    if not api_keys and not _is_loopback(host) and not allow_public_without_key:
+    """Run ``app`` (see :func:`create_app`) under uvicorn. Refuses to expose an
+    unauthenticated server beyond loopback unless ``allow_public_without_key``."""
+    _check_exposure(host, authenticated, allow_public_without_key)
+    import uvicorn  # imported here so that importing compat_asgi stays light
+
+    # Our access log replaces uvicorn's: one line per request, with model and timings.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
+
+
+def _check_exposure(host: str, authenticated: bool, allowed: bool) -> None:
+    if not authenticated and not _is_loopback(host) and not allowed:
         raise ValueError(
             f"refusing to serve on {host} without --api-key; "
             "pass --allow-public-without-key if that is really intended"
         )
-    import uvicorn  # imported here so that importing compat_asgi stays light
-
-    app = create_app(
-        config=config,
-        upstream=upstream,
-        upstream_api=upstream_api,
-        demo=demo,
-        store=store,
-        upstream_key=upstream_key,
-        upstream_timeout=upstream_timeout,
-        api_keys=api_keys,
-        cors_origins=cors_origins,
-        max_concurrent_requests=max_concurrent_requests,
-        think_tags=think_tags,
-        drop_unsupported_tools=drop_unsupported_tools,
-        reasoning_key=reasoning_key,
-        log_format=log_format,
-        metrics=metrics,
-        idempotency_window=idempotency_window,
-    )
-    # Our access log replaces uvicorn's: one line per request, with model and timings.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
 
 
 def _is_loopback(host: str) -> bool:
@@ -305,11 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("compat-asgi: timeouts and limits must be positive", file=sys.stderr)
             return 2
         try:
-            serve(
-                host=args.host,
-                port=args.port,
-                log_level=args.log_level,
-                allow_public_without_key=args.allow_public_without_key,
+            # Before create_app, which may open the store: a refusal leaves nothing behind.
+            _check_exposure(args.host, bool(args.api_key), args.allow_public_without_key)
+            app = create_app(
                 config=args.config,
                 upstream=args.upstream,
                 upstream_api=args.upstream_api,
@@ -326,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_format=args.log_format,
                 metrics=args.metrics,
                 idempotency_window=args.idempotency_window,
+            )
+            serve(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+                authenticated=bool(args.api_key),
+                allow_public_without_key=args.allow_public_without_key,
             )
         except (ValueError, ImportError) as exc:
             print(f"compat-asgi: {exc}", file=sys.stderr)

@@ -17,23 +17,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from compat_asgi.core.requests import (
-    _as_dict,
-    _bad_value,
-    _json_type,
-    _metadata,
-    _missing,
-    _opt_bool,
-    _opt_dict,
-    _opt_enum,
-    _opt_int,
-    _opt_number,
-    _opt_str,
-    _req_str,
-    _str,
-    _type_error,
-    _type_of,
-    _unsupported,
+from compat_asgi.core.validation import (
+    as_dict,
+    bad_value,
+    check_keys,
+    checked_metadata,
+    missing,
+    opt_bool,
+    opt_dict,
+    opt_enum,
+    opt_int,
+    opt_number,
+    opt_str,
+    req_str,
+    required_model,
+    string,
+    type_error,
+    type_of,
+    unsupported,
 )
 from compat_asgi.errors import InvalidRequest
 
@@ -94,11 +95,11 @@ _KNOWN_KEYS = frozenset(
 )
 # Real chat parameters with no Responses counterpart at all, refused whenever set.
 _UNSUPPORTED_KEYS = {
-    "audio": "audio output is not available from this upstream.",
-    "prediction": "predicted outputs are not available from this upstream.",
-    "web_search_options": "use a model that searches on its own; this upstream takes no search options.",
-    "functions": "use 'tools' instead of the legacy 'functions'.",
-    "function_call": "use 'tool_choice' instead of the legacy 'function_call'.",
+    "audio": ": audio output is not available from this upstream.",
+    "prediction": ": predicted outputs are not available from this upstream.",
+    "web_search_options": ": use a model that searches on its own; this upstream takes no search options.",
+    "functions": ": use 'tools' instead of the legacy 'functions'.",
+    "function_call": ": use 'tool_choice' instead of the legacy 'function_call'.",
 }
 
 _ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -139,16 +140,16 @@ def _text_parts(content: object, param: str, *, refusal: bool = False) -> list[t
     if isinstance(content, str):
         return [("text", content)]
     if not isinstance(content, list):
-        _type_error(param, "a string or an array of content parts", content)
+        type_error(param, "a string or an array of content parts", content)
     allowed = ("text", "refusal") if refusal else ("text",)
     out: list[tuple[str, str]] = []
     for j, raw in enumerate(content):
         p = f"{param}[{j}]"
-        part = _as_dict(raw, p)
-        kind = _type_of(part, p)
+        part = as_dict(raw, p)
+        kind = type_of(part, p)
         if kind not in allowed:
-            _bad_value(f"{p}.type", kind, allowed)
-        out.append((kind, _req_str(part, kind, p)))
+            bad_value(f"{p}.type", kind, allowed)
+        out.append((kind, req_str(part, kind, p)))
     return out
 
 
@@ -161,10 +162,10 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     image_param = f"{param}.image_url"
     raw = part.get("image_url")
     if raw is None:
-        _missing(image_param)
-    image = _as_dict(raw, image_param)
-    url = _req_str(image, "url", image_param)
-    detail = _opt_enum(image, "detail", f"{image_param}.detail", _IMAGE_DETAILS)
+        missing(image_param)
+    image = as_dict(raw, image_param)
+    url = req_str(image, "url", image_param)
+    detail = opt_enum(image, "detail", f"{image_param}.detail", _IMAGE_DETAILS)
     # Responses requires detail; "auto" is chat's default.
     return {"type": "input_image", "image_url": url, "detail": detail or "auto"}
 
@@ -173,18 +174,18 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     file_param = f"{param}.file"
     raw = part.get("file")
     if raw is None:
-        _missing(file_param)
-    file = _as_dict(raw, file_param)
+        missing(file_param)
+    file = as_dict(raw, file_param)
     out: dict[str, Any] = {"type": "input_file"}
-    data = _opt_str(file, "file_data", f"{file_param}.file_data")
-    file_id = _opt_str(file, "file_id", f"{file_param}.file_id")
+    data = opt_str(file, "file_data", f"{file_param}.file_data")
+    file_id = opt_str(file, "file_id", f"{file_param}.file_id")
     if data is None and file_id is None:
-        _missing(f"{file_param}.file_data")
+        missing(f"{file_param}.file_data")
     if data is not None:
         out["file_data"] = data
     if file_id is not None:
         out["file_id"] = file_id
-    filename = _opt_str(file, "filename", f"{file_param}.filename")
+    filename = opt_str(file, "filename", f"{file_param}.filename")
     if filename is not None:
         out["filename"] = filename
     return out
@@ -194,25 +195,25 @@ def _user_content(content: object, param: str) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        _type_error(param, "a string or an array of content parts", content)
+        type_error(param, "a string or an array of content parts", content)
     parts: list[dict[str, Any]] = []
     for j, raw in enumerate(content):
         p = f"{param}[{j}]"
-        part = _as_dict(raw, p)
-        kind = _type_of(part, p)
+        part = as_dict(raw, p)
+        kind = type_of(part, p)
         if kind == "text":
-            parts.append({"type": "input_text", "text": _req_str(part, "text", p)})
+            parts.append({"type": "input_text", "text": req_str(part, "text", p)})
         elif kind == "image_url":
             parts.append(_image_part(part, p))
         elif kind == "file":
             parts.append(_file_part(part, p))
         elif kind == "input_audio":
-            _unsupported(
+            unsupported(
                 f"{p}.type",
                 f"Invalid value for '{p}.type': audio input is not supported by this server's upstream.",
             )
         else:
-            _bad_value(f"{p}.type", kind, _USER_PART_TYPES)
+            bad_value(f"{p}.type", kind, _USER_PART_TYPES)
     return parts
 
 
@@ -220,27 +221,27 @@ def _tool_call_items(value: object, param: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        _type_error(param, "an array", value)
+        type_error(param, "an array", value)
     items: list[dict[str, Any]] = []
     for k, raw in enumerate(value):
         p = f"{param}[{k}]"
-        call = _as_dict(raw, p)
-        kind = _type_of(call, p)
+        call = as_dict(raw, p)
+        kind = type_of(call, p)
         if kind == "custom":
-            _unsupported(f"{p}.type", f"Invalid value for '{p}.type': custom tool calls are not supported by this server.")
+            unsupported(f"{p}.type", f"Invalid value for '{p}.type': custom tool calls are not supported by this server.")
         if kind != "function":
-            _bad_value(f"{p}.type", kind, ("function",))
-        call_id = _req_str(call, "id", p, non_empty=True)
+            bad_value(f"{p}.type", kind, ("function",))
+        call_id = req_str(call, "id", p, non_empty=True)
         function_param = f"{p}.function"
         if call.get("function") is None:
-            _missing(function_param)
-        function = _as_dict(call["function"], function_param)
+            missing(function_param)
+        function = as_dict(call["function"], function_param)
         items.append(
             {
                 "type": "function_call",
                 "call_id": call_id,
-                "name": _req_str(function, "name", function_param, non_empty=True),
-                "arguments": _req_str(function, "arguments", function_param),
+                "name": req_str(function, "name", function_param, non_empty=True),
+                "arguments": req_str(function, "arguments", function_param),
             }
         )
     return items
@@ -249,7 +250,7 @@ def _tool_call_items(value: object, param: str) -> list[dict[str, Any]]:
 def _assistant_items(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
     for key in ("audio", "function_call"):
         if message.get(key) is not None:
-            _unsupported(
+            unsupported(
                 f"{param}.{key}",
                 f"'{param}.{key}' is not supported by this server: "
                 + ("audio output is not available." if key == "audio" else "use 'tool_calls'."),
@@ -263,12 +264,12 @@ def _assistant_items(message: dict[str, Any], param: str) -> list[dict[str, Any]
                 parts.append({"type": "output_text", "text": text})
             else:
                 parts.append({"type": "refusal", "refusal": text})
-    refusal = _opt_str(message, "refusal", f"{param}.refusal")
+    refusal = opt_str(message, "refusal", f"{param}.refusal")
     if refusal:
         parts.append({"type": "refusal", "refusal": refusal})
     calls = _tool_call_items(message.get("tool_calls"), f"{param}.tool_calls")
     if not parts and not calls and content is None and refusal is None:
-        _missing(f"{param}.content")
+        missing(f"{param}.content")
     items: list[dict[str, Any]] = []
     # An empty text beside tool calls is how many clients echo a tool-call turn;
     # an empty message item would only add noise to the upstream's context.
@@ -280,9 +281,9 @@ def _assistant_items(message: dict[str, Any], param: str) -> list[dict[str, Any]
 
 def _input_items(value: object) -> list[dict[str, Any]]:
     if value is None:
-        _missing("messages")
+        missing("messages")
     if not isinstance(value, list):
-        _type_error("messages", "an array", value)
+        type_error("messages", "an array", value)
     if not value:
         raise InvalidRequest(
             "Invalid 'messages': empty array. Expected an array with minimum length 1, "
@@ -293,28 +294,28 @@ def _input_items(value: object) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for i, raw in enumerate(value):
         param = f"messages[{i}]"
-        message = _as_dict(raw, param)
+        message = as_dict(raw, param)
         if message.get("role") is None:
-            _missing(f"{param}.role")
-        role = _str(message["role"], f"{param}.role")
+            missing(f"{param}.role")
+        role = string(message["role"], f"{param}.role")
         # Participant names have no Responses field; validated, then dropped.
-        _opt_str(message, "name", f"{param}.name")
+        opt_str(message, "name", f"{param}.name")
         if role == "assistant":
             items += _assistant_items(message, param)
             continue
         if role == "function":
-            _unsupported(
+            unsupported(
                 f"{param}.role",
                 f"Invalid value for '{param}.role': the legacy 'function' role is not supported "
                 "by this server. Use 'tool' messages with a 'tool_call_id'.",
             )
         if role not in _ROLES:
-            _bad_value(f"{param}.role", role, _ROLES)
+            bad_value(f"{param}.role", role, _ROLES)
         if "content" not in message:
-            _missing(f"{param}.content")
+            missing(f"{param}.content")
         content = message["content"]
         if role == "tool":
-            call_id = _req_str(message, "tool_call_id", param, non_empty=True)
+            call_id = req_str(message, "tool_call_id", param, non_empty=True)
             output = _joined_text(content, f"{param}.content")
             items.append({"type": "function_call_output", "call_id": call_id, "output": output})
         elif role == "user":
@@ -332,34 +333,34 @@ def _tools(value: object) -> tuple[list[dict[str, Any]], set[str]]:
     if value is None:
         return [], set()
     if not isinstance(value, list):
-        _type_error("tools", "an array", value)
+        type_error("tools", "an array", value)
     tools: list[dict[str, Any]] = []
     names: set[str] = set()
     for i, raw in enumerate(value):
         param = f"tools[{i}]"
-        tool = _as_dict(raw, param)
-        kind = _type_of(tool, param)
+        tool = as_dict(raw, param)
+        kind = type_of(tool, param)
         if kind == "custom":
-            _unsupported(
+            unsupported(
                 f"{param}.type",
                 f"Invalid value for '{param}.type': custom tools are not supported by this server; "
                 "use 'function' tools.",
             )
         if kind != "function":
-            _bad_value(f"{param}.type", kind, ("function",))
+            bad_value(f"{param}.type", kind, ("function",))
         function_param = f"{param}.function"
         if tool.get("function") is None:
-            _missing(function_param)
-        function = _as_dict(tool["function"], function_param)
-        name = _req_str(function, "name", function_param, non_empty=True)
+            missing(function_param)
+        function = as_dict(tool["function"], function_param)
+        name = req_str(function, "name", function_param, non_empty=True)
         flat: dict[str, Any] = {"type": "function", "name": name}
-        description = _opt_str(function, "description", f"{function_param}.description")
+        description = opt_str(function, "description", f"{function_param}.description")
         if description is not None:
             flat["description"] = description
-        parameters = _opt_dict(function, "parameters", f"{function_param}.parameters")
+        parameters = opt_dict(function, "parameters", f"{function_param}.parameters")
         flat["parameters"] = _EMPTY_PARAMETERS if parameters is None else parameters
         # Responses functions are strict unless told otherwise; chat's are not.
-        flat["strict"] = _opt_bool(function, "strict", f"{function_param}.strict") or False
+        flat["strict"] = opt_bool(function, "strict", f"{function_param}.strict") or False
         tools.append(flat)
         names.add(name)
     return tools, names
@@ -368,7 +369,7 @@ def _tools(value: object) -> tuple[list[dict[str, Any]], set[str]]:
 def _tool_choice(choice: object, names: set[str]) -> str | dict[str, Any]:
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
-            _bad_value("tool_choice", choice, _TOOL_CHOICE_MODES)
+            bad_value("tool_choice", choice, _TOOL_CHOICE_MODES)
         if choice == "required" and not names:
             raise InvalidRequest(
                 "Invalid value for 'tool_choice': 'required' needs at least one tool in 'tools'.",
@@ -377,18 +378,18 @@ def _tool_choice(choice: object, names: set[str]) -> str | dict[str, Any]:
             )
         return choice
     if not isinstance(choice, dict):
-        _type_error("tool_choice", "a string or an object", choice)
-    kind = _type_of(choice, "tool_choice")
+        type_error("tool_choice", "a string or an object", choice)
+    kind = type_of(choice, "tool_choice")
     if kind != "function":
-        _unsupported(
+        unsupported(
             "tool_choice",
             f"tool_choice of type '{kind}' is not supported by this server: use 'auto', "
             "'none', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}.",
         )
     if choice.get("function") is None:
-        _missing("tool_choice.function")
-    function = _as_dict(choice["function"], "tool_choice.function")
-    name = _req_str(function, "name", "tool_choice.function")
+        missing("tool_choice.function")
+    function = as_dict(choice["function"], "tool_choice.function")
+    name = req_str(function, "name", "tool_choice.function")
     if name not in names:
         raise InvalidRequest(
             f"Invalid value for 'tool_choice.function.name': no function named '{name}' is in 'tools'.",
@@ -399,7 +400,7 @@ def _tool_choice(choice: object, names: set[str]) -> str | dict[str, Any]:
 
 
 def _text_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
-    kind = _type_of(fmt, "response_format")
+    kind = type_of(fmt, "response_format")
     if kind == "text":
         return None
     if kind == "json_object":
@@ -407,21 +408,21 @@ def _text_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "json_schema":
         param = "response_format.json_schema"
         if fmt.get("json_schema") is None:
-            _missing(param)
-        spec = _as_dict(fmt["json_schema"], param)
-        out: dict[str, Any] = {"type": "json_schema", "name": _req_str(spec, "name", param, non_empty=True)}
+            missing(param)
+        spec = as_dict(fmt["json_schema"], param)
+        out: dict[str, Any] = {"type": "json_schema", "name": req_str(spec, "name", param, non_empty=True)}
         if spec.get("schema") is None:
             # Optional in chat, required by Responses: no schema cannot be guessed.
-            _missing(f"{param}.schema")
-        out["schema"] = _as_dict(spec["schema"], f"{param}.schema")
-        description = _opt_str(spec, "description", f"{param}.description")
+            missing(f"{param}.schema")
+        out["schema"] = as_dict(spec["schema"], f"{param}.schema")
+        description = opt_str(spec, "description", f"{param}.description")
         if description is not None:
             out["description"] = description
-        strict = _opt_bool(spec, "strict", f"{param}.strict")
+        strict = opt_bool(spec, "strict", f"{param}.strict")
         if strict is not None:
             out["strict"] = strict
         return out
-    _bad_value("response_format.type", kind, ("text", "json_object", "json_schema"))
+    bad_value("response_format.type", kind, ("text", "json_object", "json_schema"))
 
 
 # --------------------------------------------------------------------------
@@ -434,24 +435,24 @@ def _check_no_equivalent(body: dict[str, Any]) -> None:
     if stop is not None:
         if isinstance(stop, list):
             for i, value in enumerate(stop):
-                _str(value, f"stop[{i}]")
+                string(value, f"stop[{i}]")
         elif not isinstance(stop, str):
-            _type_error("stop", "a string or an array of strings", stop)
+            type_error("stop", "a string or an array of strings", stop)
         if stop:
             _no_equivalent("stop")
     # Any seed asks for reproducible sampling, which the upstream cannot be told;
     # there is no neutral seed value.
-    if _opt_int(body, "seed", "seed", -(2**63), 2**63 - 1) is not None:
+    if opt_int(body, "seed", "seed", -(2**63), 2**63 - 1) is not None:
         _no_equivalent("seed")
     for key in ("frequency_penalty", "presence_penalty"):
-        if _opt_number(body, key, key, *_PENALTY_RANGE):
+        if opt_number(body, key, key, *_PENALTY_RANGE):
             _no_equivalent(key)
-    bias = _opt_dict(body, "logit_bias", "logit_bias")
+    bias = opt_dict(body, "logit_bias", "logit_bias")
     if bias:
         neutral = True
         for token, value in bias.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                _type_error(f"logit_bias.{token}", "a number", value)
+                type_error(f"logit_bias.{token}", "a number", value)
             if not (_LOGIT_BIAS_RANGE[0] <= value <= _LOGIT_BIAS_RANGE[1]):
                 raise InvalidRequest(
                     f"Invalid 'logit_bias.{token}': expected a number between -100 and 100, "
@@ -470,53 +471,31 @@ def _check_no_equivalent(body: dict[str, Any]) -> None:
 
 def chat_to_responses(body: object) -> TranslatedChatRequest:
     """Validate a chat-completions create body and map it to a Responses create body."""
-    if not isinstance(body, dict):
-        raise InvalidRequest(
-            f"The request body must be a JSON object, but got {_json_type(body)} instead.",
-            param=None,
-            code="invalid_type",
-        )
-    for key, value in body.items():
-        if key not in _KNOWN_KEYS:
-            raise InvalidRequest(
-                f"Unrecognized request argument supplied: {key}",
-                param=str(key),
-                code="unknown_parameter",
-            )
-        if value is not None and key in _UNSUPPORTED_KEYS:
-            _unsupported(
-                key,
-                f"'{key}' is not supported by this server: {_UNSUPPORTED_KEYS[key]}",
-                code="unsupported_parameter",
-            )
-
-    model = body.get("model")
-    if model is None:
-        _missing("model")
-    model = _str(model, "model", non_empty=True)
+    body = check_keys(body, _KNOWN_KEYS, _UNSUPPORTED_KEYS)
+    model = required_model(body)
     items = _input_items(body.get("messages"))
     out: dict[str, Any] = {"model": model, "input": items}
 
-    n = _opt_int(body, "n", "n", 1, 128)
+    n = opt_int(body, "n", "n", 1, 128)
     if n is not None and n != 1:
-        _unsupported("n", "Invalid value for 'n': this server's upstream returns one choice; only n=1 is supported.")
+        unsupported("n", "Invalid value for 'n': this server's upstream returns one choice; only n=1 is supported.")
     modalities = body.get("modalities")
     if modalities is not None:
         if not isinstance(modalities, list):
-            _type_error("modalities", "an array of strings", modalities)
+            type_error("modalities", "an array of strings", modalities)
         for i, raw in enumerate(modalities):
-            modality = _str(raw, f"modalities[{i}]")
+            modality = string(raw, f"modalities[{i}]")
             if modality not in _MODALITIES:
-                _bad_value(f"modalities[{i}]", modality, _MODALITIES)
+                bad_value(f"modalities[{i}]", modality, _MODALITIES)
             if modality == "audio":
-                _unsupported(f"modalities[{i}]", "Invalid value for 'modalities': audio output is not available from this upstream.")
+                unsupported(f"modalities[{i}]", "Invalid value for 'modalities': audio output is not available from this upstream.")
     _check_no_equivalent(body)
 
     # --- tools
     tools, names = _tools(body.get("tools"))
     tool_choice = body.get("tool_choice")
     mapped_choice = None if tool_choice is None else _tool_choice(tool_choice, names)
-    parallel_tool_calls = _opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
+    parallel_tool_calls = opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
     if tools:
         out["tools"] = tools
         # Kept symmetrical with requests.py: both only mean something with tools.
@@ -527,34 +506,34 @@ def chat_to_responses(body: object) -> TranslatedChatRequest:
 
     # --- text
     text: dict[str, Any] = {}
-    fmt = _opt_dict(body, "response_format", "response_format")
+    fmt = opt_dict(body, "response_format", "response_format")
     if fmt is not None:
         text_format = _text_format(fmt)
         if text_format is not None:
             text["format"] = text_format
-    verbosity = _opt_enum(body, "verbosity", "verbosity", _VERBOSITIES)
+    verbosity = opt_enum(body, "verbosity", "verbosity", _VERBOSITIES)
     if verbosity is not None:
         text["verbosity"] = verbosity
     if text:
         out["text"] = text
-    effort = _opt_enum(body, "reasoning_effort", "reasoning_effort", _REASONING_EFFORTS)
+    effort = opt_enum(body, "reasoning_effort", "reasoning_effort", _REASONING_EFFORTS)
     if effort is not None:
         out["reasoning"] = {"effort": effort}
 
     # --- sampling and limits
-    max_completion_tokens = _opt_int(body, "max_completion_tokens", "max_completion_tokens", 1)
-    max_tokens = _opt_int(body, "max_tokens", "max_tokens", 1)
+    max_completion_tokens = opt_int(body, "max_completion_tokens", "max_completion_tokens", 1)
+    max_tokens = opt_int(body, "max_tokens", "max_tokens", 1)
     limit = max_completion_tokens if max_completion_tokens is not None else max_tokens
     if limit is not None:
         out["max_output_tokens"] = limit
-    temperature = _opt_number(body, "temperature", "temperature", 0.0, 2.0)
+    temperature = opt_number(body, "temperature", "temperature", 0.0, 2.0)
     if temperature is not None:
         out["temperature"] = temperature
-    top_p = _opt_number(body, "top_p", "top_p", 0.0, 1.0)
+    top_p = opt_number(body, "top_p", "top_p", 0.0, 1.0)
     if top_p is not None:
         out["top_p"] = top_p
-    logprobs = _opt_bool(body, "logprobs", "logprobs")
-    top_logprobs = _opt_int(body, "top_logprobs", "top_logprobs", 0, _TOP_LOGPROBS_MAX)
+    logprobs = opt_bool(body, "logprobs", "logprobs")
+    top_logprobs = opt_int(body, "top_logprobs", "top_logprobs", 0, _TOP_LOGPROBS_MAX)
     if top_logprobs and not logprobs:
         raise InvalidRequest(
             "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
@@ -568,29 +547,29 @@ def chat_to_responses(body: object) -> TranslatedChatRequest:
 
     # --- passed through: the same meaning in both APIs
     for key in ("user", "prompt_cache_key", "safety_identifier"):
-        value = _opt_str(body, key, key)
+        value = opt_str(body, key, key)
         if value is not None:
             out[key] = value
-    metadata = _metadata(body)
+    metadata = checked_metadata(body)
     if body.get("metadata") is not None:
         out["metadata"] = metadata
     for key, allowed in (("service_tier", _SERVICE_TIERS), ("prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)):
-        value = _opt_enum(body, key, key, allowed)
+        value = opt_enum(body, key, key, allowed)
         if value is not None:
             out[key] = value
     for key in ("moderation", "prompt_cache_options"):
-        obj = _opt_dict(body, key, key)
+        obj = opt_dict(body, key, key)
         if obj is not None:
             out[key] = obj
 
-    stream = _opt_bool(body, "stream", "stream") or False
+    stream = opt_bool(body, "stream", "stream") or False
     include_usage = False
-    stream_options = _opt_dict(body, "stream_options", "stream_options")
+    stream_options = opt_dict(body, "stream_options", "stream_options")
     if stream_options is not None:
-        include_usage = _opt_bool(stream_options, "include_usage", "stream_options.include_usage") or False
-        _opt_bool(stream_options, "include_obfuscation", "stream_options.include_obfuscation")
+        include_usage = opt_bool(stream_options, "include_usage", "stream_options.include_usage") or False
+        opt_bool(stream_options, "include_obfuscation", "stream_options.include_obfuscation")
     # Chat completions keep no server state the client relies on; a Responses
     # upstream would otherwise store every turn by default.
-    out["store"] = _opt_bool(body, "store", "store") or False
+    out["store"] = opt_bool(body, "store", "store") or False
     out["stream"] = stream
     return TranslatedChatRequest(responses=out, stream=stream, include_usage=include_usage, model=model)

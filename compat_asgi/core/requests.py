@@ -15,11 +15,30 @@ real API accepts but a chat-completions backend cannot do,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
 from compat_asgi.core.options import OutputOptions, RequestOptions
+from compat_asgi.core.validation import (
+    as_dict,
+    bad_value,
+    check_keys,
+    checked_metadata,
+    missing,
+    opt_bool,
+    opt_dict,
+    opt_enum,
+    opt_int,
+    opt_number,
+    opt_str,
+    req_str,
+    required_model,
+    string,
+    type_error,
+    type_of,
+    unsupported,
+)
 from compat_asgi.errors import InvalidRequest
 
 __all__ = ["TranslatedRequest", "responses_to_chat", "CUSTOM_TOOL_PARAMETERS"]
@@ -87,8 +106,8 @@ _KNOWN_KEYS = frozenset(
         "prompt_cache_options",
     }
 )
-_UNSUPPORTED_KEYS = frozenset(
-    {
+_UNSUPPORTED_KEYS = dict.fromkeys(
+    (
         "prompt",
         "access_programs",
         "background_options",
@@ -96,7 +115,8 @@ _UNSUPPORTED_KEYS = frozenset(
         "image",
         "moderation",
         "prompt_cache_options",
-    }
+    ),
+    ".",
 )
 
 _ROLES = ("user", "assistant", "system", "developer")
@@ -110,9 +130,6 @@ _IMAGE_DETAILS = ("auto", "low", "high", "original")
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _PROMPT_CACHE_RETENTIONS = ("in_memory", "24h")
 
-_METADATA_MAX_PAIRS = 16
-_METADATA_MAX_KEY = 64
-_METADATA_MAX_VALUE = 512
 _TOP_LOGPROBS_MAX = 20
 
 _TEXT_PART_TYPES = ("input_text", "output_text")
@@ -131,172 +148,18 @@ _MESSAGE_PART_TYPES: dict[str, tuple[str, ...]] = {
 # Errors and small validators
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _type_error(param: str, expected: str, value: object) -> NoReturn:
-    raise InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _missing(param: str) -> NoReturn:
-    raise InvalidRequest(
-        f"Missing required parameter: '{param}'.",
-        param=param,
-        code="missing_required_parameter",
-    )
-
-
-def _bad_value(param: str, value: str, allowed: tuple[str, ...]) -> NoReturn:
-    choices = ", ".join(f"'{a}'" for a in allowed)
-    raise InvalidRequest(
-        f"Invalid value for '{param}': '{value}'. Supported values are: {choices}.",
-        param=param,
-        code="invalid_value",
-    )
-
-
-def _unsupported(param: str, message: str, code: str = "unsupported_value") -> NoReturn:
-    raise InvalidRequest(message, param=param, code=code)
-
-
-def _str(value: object, param: str, *, non_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        _type_error(param, "a string", value)
-    if non_empty and not value:
-        raise InvalidRequest(
-            f"Invalid '{param}': empty string. Expected a non-empty string.",
-            param=param,
-            code="invalid_value",
-        )
-    return value
-
-
-def _req_str(obj: dict[str, Any], key: str, param: str, *, non_empty: bool = False) -> str:
-    value = obj.get(key)
-    if value is None:
-        _missing(f"{param}.{key}")
-    return _str(value, f"{param}.{key}", non_empty=non_empty)
-
-
-def _opt_str(obj: dict[str, Any], key: str, param: str) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    return _str(value, param)
-
-
-def _opt_bool(obj: dict[str, Any], key: str, param: str) -> bool | None:
-    value = obj.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    _type_error(param, "a boolean", value)
-
-
-def _opt_enum(obj: dict[str, Any], key: str, param: str, allowed: tuple[str, ...]) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        _type_error(param, "a string", value)
-    if value not in allowed:
-        _bad_value(param, value, allowed)
-    return value
-
-
-def _opt_int(obj: dict[str, Any], key: str, param: str, lo: int, hi: int | None = None) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        _type_error(param, "an integer", value)
-    if value < lo:
-        raise InvalidRequest(
-            f"Invalid '{param}': integer below minimum value. "
-            f"Expected a value >= {lo}, but got {value} instead.",
-            param=param,
-            code="integer_below_min_value",
-        )
-    if hi is not None and value > hi:
-        raise InvalidRequest(
-            f"Invalid '{param}': integer above maximum value. "
-            f"Expected a value <= {hi}, but got {value} instead.",
-            param=param,
-            code="integer_above_max_value",
-        )
-    return value
-
-
-def _opt_number(obj: dict[str, Any], key: str, param: str, lo: float, hi: float) -> int | float | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _type_error(param, "a number", value)
-    # Written so that NaN fails too.
-    if not (lo <= value <= hi):
-        raise InvalidRequest(
-            f"Invalid '{param}': expected a number between {lo:g} and {hi:g}, but got {value} instead.",
-            param=param,
-            code="invalid_value",
-        )
-    return value
-
-
-def _opt_dict(obj: dict[str, Any], key: str, param: str) -> dict[str, Any] | None:
-    value = obj.get(key)
-    if value is None or isinstance(value, dict):
-        return value
-    _type_error(param, "an object", value)
-
-
-def _as_dict(value: object, param: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    _type_error(param, "an object", value)
-
-
-def _type_of(obj: dict[str, Any], param: str) -> str:
-    value = obj.get("type")
-    if value is None:
-        _missing(f"{param}.type")
-    return _str(value, f"{param}.type")
-
-
-# --------------------------------------------------------------------------
-# Content parts
-
-
 def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     url = part.get("image_url")
     if url is None:
         if part.get("file_id") is not None:
-            _unsupported(
+            unsupported(
                 f"{param}.file_id",
                 f"'{param}.file_id' is not supported: this server has no file store. "
                 "Send the image as 'image_url' (a URL or a base64 data URL).",
             )
-        _missing(f"{param}.image_url")
-    image: dict[str, Any] = {"url": _str(url, f"{param}.image_url")}
-    detail = _opt_enum(part, "detail", f"{param}.detail", _IMAGE_DETAILS)
+        missing(f"{param}.image_url")
+    image: dict[str, Any] = {"url": string(url, f"{param}.image_url")}
+    detail = opt_enum(part, "detail", f"{param}.detail", _IMAGE_DETAILS)
     if detail is not None:
         image["detail"] = detail
     return {"type": "image_url", "image_url": image}
@@ -307,14 +170,14 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     if data is None:
         for key in ("file_url", "file_id"):
             if part.get(key) is not None:
-                _unsupported(
+                unsupported(
                     f"{param}.{key}",
                     f"'{param}.{key}' is not supported: this server cannot fetch or look up "
                     "files. Send the file inline as 'file_data' (a base64 data URL).",
                 )
-        _missing(f"{param}.file_data")
-    file: dict[str, Any] = {"file_data": _str(data, f"{param}.file_data")}
-    filename = _opt_str(part, "filename", f"{param}.filename")
+        missing(f"{param}.file_data")
+    file: dict[str, Any] = {"file_data": string(data, f"{param}.file_data")}
+    filename = opt_str(part, "filename", f"{param}.filename")
     if filename is not None:
         file["filename"] = filename
     return {"type": "file", "file": file}
@@ -329,14 +192,14 @@ def _message_content(content: object, role: str, param: str) -> str | list[dict[
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        _type_error(param, "a string or an array of content parts", content)
+        type_error(param, "a string or an array of content parts", content)
     allowed = _MESSAGE_PART_TYPES[role]
     parts: list[dict[str, Any]] = []
     has_media = False
     for j, raw in enumerate(content):
         p = f"{param}[{j}]"
-        part = _as_dict(raw, p)
-        kind = _type_of(part, p)
+        part = as_dict(raw, p)
+        kind = type_of(part, p)
         if kind not in allowed:
             if kind in ("input_text", "output_text", "refusal", "input_image", "input_file"):
                 choices = ", ".join(f"'{a}'" for a in allowed)
@@ -346,11 +209,11 @@ def _message_content(content: object, role: str, param: str) -> str | list[dict[
                     param=f"{p}.type",
                     code="invalid_value",
                 )
-            _bad_value(f"{p}.type", kind, allowed)
+            bad_value(f"{p}.type", kind, allowed)
         if kind in _TEXT_PART_TYPES:
-            parts.append({"type": "text", "text": _req_str(part, "text", p)})
+            parts.append({"type": "text", "text": req_str(part, "text", p)})
         elif kind == "refusal":
-            parts.append({"type": "text", "text": _req_str(part, "refusal", p)})
+            parts.append({"type": "text", "text": req_str(part, "refusal", p)})
         elif kind == "input_image":
             parts.append(_image_part(part, p))
             has_media = True
@@ -367,20 +230,20 @@ def _tool_output(output: object, param: str, media: list[dict[str, Any]]) -> str
     if isinstance(output, str):
         return output
     if not isinstance(output, list):
-        _type_error(param, "a string or an array of content parts", output)
+        type_error(param, "a string or an array of content parts", output)
     texts: list[str] = []
     for j, raw in enumerate(output):
         p = f"{param}[{j}]"
-        part = _as_dict(raw, p)
-        kind = _type_of(part, p)
+        part = as_dict(raw, p)
+        kind = type_of(part, p)
         if kind == "input_text":
-            texts.append(_req_str(part, "text", p))
+            texts.append(req_str(part, "text", p))
         elif kind == "input_image":
             media.append(_image_part(part, p))
         elif kind == "input_file":
             media.append(_file_part(part, p))
         else:
-            _bad_value(f"{p}.type", kind, ("input_text", "input_image", "input_file"))
+            bad_value(f"{p}.type", kind, ("input_text", "input_image", "input_file"))
     return "\n".join(texts)
 
 
@@ -389,15 +252,15 @@ def _reasoning_texts(item: dict[str, Any], key: str, kind: str, param: str) -> l
     if value is None:
         return []
     if not isinstance(value, list):
-        _type_error(f"{param}.{key}", "an array", value)
+        type_error(f"{param}.{key}", "an array", value)
     texts: list[str] = []
     for j, raw in enumerate(value):
         p = f"{param}.{key}[{j}]"
-        part = _as_dict(raw, p)
-        part_type = _type_of(part, p)
+        part = as_dict(raw, p)
+        part_type = type_of(part, p)
         if part_type != kind:
-            _bad_value(f"{p}.type", part_type, (kind,))
-        texts.append(_req_str(part, "text", p))
+            bad_value(f"{p}.type", part_type, (kind,))
+        texts.append(req_str(part, "text", p))
     return texts
 
 
@@ -407,7 +270,7 @@ def _reasoning_text(item: dict[str, Any], param: str, options: RequestOptions) -
     the raw ``content``, else the summary."""
     content = _reasoning_texts(item, "content", "reasoning_text", param)
     summary = _reasoning_texts(item, "summary", "summary_text", param)
-    sealed = _opt_str(item, "encrypted_content", f"{param}.encrypted_content")
+    sealed = opt_str(item, "encrypted_content", f"{param}.encrypted_content")
     if sealed is not None and options.reasoning_seal is not None:
         text = options.reasoning_seal.open(sealed)
         if text is None:
@@ -455,7 +318,7 @@ def _input_messages(
 
     for i, raw in enumerate(items):
         param = f"input[{i}]"
-        item = _as_dict(raw, param)
+        item = as_dict(raw, param)
         kind = item.get("type")
         if kind is None:
             if "role" in item or "content" in item:
@@ -463,9 +326,9 @@ def _input_messages(
             elif "id" in item:
                 kind = "item_reference"
             else:
-                _missing(f"{param}.type")
+                missing(f"{param}.type")
         elif not isinstance(kind, str):
-            _type_error(f"{param}.type", "a string", kind)
+            type_error(f"{param}.type", "a string", kind)
 
         if tool_media and kind != "function_call_output":
             messages.append({"role": "user", "content": tool_media})
@@ -474,13 +337,13 @@ def _input_messages(
         if kind == "message":
             role = item.get("role")
             if role is None:
-                _missing(f"{param}.role")
+                missing(f"{param}.role")
             if not isinstance(role, str):
-                _type_error(f"{param}.role", "a string", role)
+                type_error(f"{param}.role", "a string", role)
             if role not in _ROLES:
-                _bad_value(f"{param}.role", role, _ROLES)
+                bad_value(f"{param}.role", role, _ROLES)
             if "content" not in item:
-                _missing(f"{param}.content")
+                missing(f"{param}.content")
             content = _message_content(item["content"], role, f"{param}.content")
             if role == "assistant":
                 message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -495,14 +358,14 @@ def _input_messages(
 
         elif kind in ("function_call", "custom_tool_call"):
             if kind == "function_call":
-                arguments = _req_str(item, "arguments", param)
+                arguments = req_str(item, "arguments", param)
             else:
                 # Custom tools reach the backend as a function of one string.
-                arguments = orjson.dumps({"input": _req_str(item, "input", param)}).decode()
+                arguments = orjson.dumps({"input": req_str(item, "input", param)}).decode()
             call = {
-                "id": _req_str(item, "call_id", param, non_empty=True),
+                "id": req_str(item, "call_id", param, non_empty=True),
                 "type": "function",
-                "function": {"name": _req_str(item, "name", param, non_empty=True), "arguments": arguments},
+                "function": {"name": req_str(item, "name", param, non_empty=True), "arguments": arguments},
             }
             if open_assistant is None:
                 open_assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -513,9 +376,9 @@ def _input_messages(
 
         elif kind in ("function_call_output", "custom_tool_call_output"):
             # The call may live in stored history, so an unmatched call_id is forwarded.
-            call_id = _req_str(item, "call_id", param, non_empty=True)
+            call_id = req_str(item, "call_id", param, non_empty=True)
             if "output" not in item:
-                _missing(f"{param}.output")
+                missing(f"{param}.output")
             text = _tool_output(item["output"], f"{param}.output", tool_media)
             messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
             pending_reasoning.clear()
@@ -527,7 +390,7 @@ def _input_messages(
                 pending_reasoning.append(text)
 
         elif kind == "item_reference":
-            _unsupported(
+            unsupported(
                 param,
                 f"'{param}': item_reference requires a response store, which this server does not have.",
             )
@@ -556,22 +419,22 @@ def _chat_tools(
     if tools is None:
         return [], {}, frozenset()
     if not isinstance(tools, list):
-        _type_error("tools", "an array", tools)
+        type_error("tools", "an array", tools)
     chat_tools: dict[str, dict[str, Any]] = {}
     custom: set[str] = set()
     for i, raw in enumerate(tools):
         param = f"tools[{i}]"
-        tool = _as_dict(raw, param)
-        kind = _type_of(tool, param)
+        tool = as_dict(raw, param)
+        kind = type_of(tool, param)
         if kind not in ("function", "custom"):
             if options.drop_unsupported_tools:
                 continue
-            _unsupported(
+            unsupported(
                 f"{param}.type",
                 f"Tool type '{kind}' is not supported by this server: only 'function' and "
                 "'custom' tools can be offered to a chat-completions backend.",
             )
-        name = _req_str(tool, "name", param, non_empty=True)
+        name = req_str(tool, "name", param, non_empty=True)
         if name in chat_tools:
             raise InvalidRequest(
                 f"Invalid 'tools': the name '{name}' is used by more than one tool.",
@@ -579,7 +442,7 @@ def _chat_tools(
                 code="invalid_value",
             )
         function: dict[str, Any] = {"name": name}
-        description = _opt_str(tool, "description", f"{param}.description")
+        description = opt_str(tool, "description", f"{param}.description")
         if kind == "custom":
             custom.add(name)
             hint = _custom_format_hint(tool, param)
@@ -590,10 +453,10 @@ def _chat_tools(
         else:
             if description is not None:
                 function["description"] = description
-            parameters = _opt_dict(tool, "parameters", f"{param}.parameters")
+            parameters = opt_dict(tool, "parameters", f"{param}.parameters")
             if parameters is not None:
                 function["parameters"] = parameters
-            strict = _opt_bool(tool, "strict", f"{param}.strict")
+            strict = opt_bool(tool, "strict", f"{param}.strict")
             if strict is not None:
                 function["strict"] = strict
         chat_tools[name] = {"type": "function", "function": function}
@@ -603,16 +466,16 @@ def _chat_tools(
 def _custom_format_hint(tool: dict[str, Any], param: str) -> str | None:
     """A custom tool's input format, told to the backend in words: chat
     functions cannot carry a grammar."""
-    fmt = _opt_dict(tool, "format", f"{param}.format")
+    fmt = opt_dict(tool, "format", f"{param}.format")
     if fmt is None:
         return None
-    kind = _type_of(fmt, f"{param}.format")
+    kind = type_of(fmt, f"{param}.format")
     if kind == "text":
         return None
     if kind != "grammar":
-        _bad_value(f"{param}.format.type", kind, ("text", "grammar"))
-    syntax = _opt_enum(fmt, "syntax", f"{param}.format.syntax", ("lark", "regex")) or "lark"
-    definition = _req_str(fmt, "definition", f"{param}.format")
+        bad_value(f"{param}.format.type", kind, ("text", "grammar"))
+    syntax = opt_enum(fmt, "syntax", f"{param}.format.syntax", ("lark", "regex")) or "lark"
+    definition = req_str(fmt, "definition", f"{param}.format")
     return f"The input must match this {syntax} grammar:\n{definition}"
 
 
@@ -622,7 +485,7 @@ def _chat_tool_choice(
     """(chat tool_choice, the tools the upstream may see)."""
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICE_MODES:
-            _bad_value("tool_choice", choice, _TOOL_CHOICE_MODES)
+            bad_value("tool_choice", choice, _TOOL_CHOICE_MODES)
         if choice == "required" and not tools:
             raise InvalidRequest(
                 "Invalid value for 'tool_choice': 'required' needs at least one tool in 'tools'.",
@@ -631,23 +494,23 @@ def _chat_tool_choice(
             )
         return choice, tools
     if not isinstance(choice, dict):
-        _type_error("tool_choice", "a string or an object", choice)
-    kind = _type_of(choice, "tool_choice")
+        type_error("tool_choice", "a string or an object", choice)
+    kind = type_of(choice, "tool_choice")
     if kind in ("function", "custom"):
         return {"type": "function", "function": {"name": _offered(choice, "tool_choice", tools)}}, tools
     if kind == "allowed_tools":
-        mode = _opt_enum(choice, "mode", "tool_choice.mode", ("auto", "required")) or "auto"
+        mode = opt_enum(choice, "mode", "tool_choice.mode", ("auto", "required")) or "auto"
         listed = choice.get("tools")
         if not isinstance(listed, list) or not listed:
-            _type_error("tool_choice.tools", "a non-empty array", listed)
+            type_error("tool_choice.tools", "a non-empty array", listed)
         allowed: dict[str, dict[str, Any]] = {}
         for i, raw in enumerate(listed):
-            entry = _as_dict(raw, f"tool_choice.tools[{i}]")
+            entry = as_dict(raw, f"tool_choice.tools[{i}]")
             name = _offered(entry, f"tool_choice.tools[{i}]", tools)
             allowed[name] = tools[name]
         # The upstream only sees the allowed subset, so it cannot call the rest.
         return mode, allowed
-    _unsupported(
+    unsupported(
         "tool_choice",
         f"tool_choice of type '{kind}' is not supported by this server: use 'auto', 'none', "
         "'required', a function or custom tool, or allowed_tools.",
@@ -655,7 +518,7 @@ def _chat_tool_choice(
 
 
 def _offered(entry: dict[str, Any], param: str, tools: dict[str, dict[str, Any]]) -> str:
-    name = _req_str(entry, "name", param)
+    name = req_str(entry, "name", param)
     if name not in tools:
         raise InvalidRequest(
             f"Invalid value for '{param}.name': no tool named '{name}' is in 'tools'.",
@@ -666,7 +529,7 @@ def _offered(entry: dict[str, Any], param: str, tools: dict[str, dict[str, Any]]
 
 
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
-    kind = _type_of(fmt, "text.format")
+    kind = type_of(fmt, "text.format")
     if kind == "text":
         return None
     if kind == "json_object":
@@ -674,53 +537,23 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "json_schema":
         schema_param = "text.format.schema"
         if fmt.get("schema") is None:
-            _missing(schema_param)
+            missing(schema_param)
         schema: dict[str, Any] = {
-            "name": _req_str(fmt, "name", "text.format", non_empty=True),
-            "schema": _as_dict(fmt["schema"], schema_param),
+            "name": req_str(fmt, "name", "text.format", non_empty=True),
+            "schema": as_dict(fmt["schema"], schema_param),
         }
-        description = _opt_str(fmt, "description", "text.format.description")
+        description = opt_str(fmt, "description", "text.format.description")
         if description is not None:
             schema["description"] = description
-        strict = _opt_bool(fmt, "strict", "text.format.strict")
+        strict = opt_bool(fmt, "strict", "text.format.strict")
         if strict is not None:
             schema["strict"] = strict
         return {"type": "json_schema", "json_schema": schema}
-    _bad_value("text.format.type", kind, ("text", "json_schema", "json_object"))
+    bad_value("text.format.type", kind, ("text", "json_schema", "json_object"))
 
 
 # --------------------------------------------------------------------------
 # The request
-
-
-def _metadata(body: dict[str, Any]) -> dict[str, Any]:
-    metadata = _opt_dict(body, "metadata", "metadata")
-    if metadata is None:
-        return {}
-    if len(metadata) > _METADATA_MAX_PAIRS:
-        raise InvalidRequest(
-            f"Invalid 'metadata': too many properties. Expected at most "
-            f"{_METADATA_MAX_PAIRS}, but got {len(metadata)} instead.",
-            param="metadata",
-            code="object_above_max_properties",
-        )
-    for key, value in metadata.items():
-        if not isinstance(key, str) or len(key) > _METADATA_MAX_KEY:
-            raise InvalidRequest(
-                f"Invalid 'metadata': keys must be strings of at most {_METADATA_MAX_KEY} characters.",
-                param="metadata",
-                code="invalid_value",
-            )
-        if not isinstance(value, str):
-            _type_error(f"metadata.{key}", "a string", value)
-        if len(value) > _METADATA_MAX_VALUE:
-            raise InvalidRequest(
-                f"Invalid 'metadata.{key}': string too long. Expected at most "
-                f"{_METADATA_MAX_VALUE} characters, but got {len(value)} instead.",
-                param=f"metadata.{key}",
-                code="string_above_max_length",
-            )
-    return metadata
 
 
 def _conversation(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -728,44 +561,22 @@ def _conversation(body: dict[str, Any]) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return {"id": _str(value, "conversation", non_empty=True)}
+        return {"id": string(value, "conversation", non_empty=True)}
     if isinstance(value, dict):
-        return {"id": _req_str(value, "id", "conversation", non_empty=True)}
-    _type_error("conversation", "a string or an object", value)
+        return {"id": req_str(value, "id", "conversation", non_empty=True)}
+    type_error("conversation", "a string or an object", value)
 
 
 def responses_to_chat(
     body: object, options: RequestOptions = _DEFAULT_OPTIONS
 ) -> TranslatedRequest:
     """Validate a Responses create body and map it to a chat-completions body."""
-    if not isinstance(body, dict):
-        raise InvalidRequest(
-            f"The request body must be a JSON object, but got {_json_type(body)} instead.",
-            param=None,
-            code="invalid_type",
-        )
-    for key, value in body.items():
-        if key not in _KNOWN_KEYS:
-            raise InvalidRequest(
-                f"Unrecognized request argument supplied: {key}",
-                param=str(key),
-                code="unknown_parameter",
-            )
-        if value is not None and key in _UNSUPPORTED_KEYS:
-            _unsupported(
-                key,
-                f"'{key}' is not supported by this server.",
-                code="unsupported_parameter",
-            )
+    body = check_keys(body, _KNOWN_KEYS, _UNSUPPORTED_KEYS)
+    model = required_model(body)
 
-    model = body.get("model")
-    if model is None:
-        _missing("model")
-    model = _str(model, "model", non_empty=True)
-
-    stream = _opt_bool(body, "stream", "stream") or False
-    if _opt_bool(body, "background", "background"):
-        _unsupported(
+    stream = opt_bool(body, "stream", "stream") or False
+    if opt_bool(body, "background", "background"):
+        unsupported(
             "background",
             "'background' mode is not supported by this server.",
             code="unsupported_parameter",
@@ -775,16 +586,16 @@ def responses_to_chat(
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if instructions is not None:
-        messages.append({"role": "system", "content": _str(instructions, "instructions")})
+        messages.append({"role": "system", "content": string(instructions, "instructions")})
     input_value = body.get("input")
     if input_value is None:
-        _missing("input")
+        missing("input")
     if isinstance(input_value, str):
         messages.append({"role": "user", "content": input_value})
     elif isinstance(input_value, list):
         _input_messages(input_value, messages, options)
     else:
-        _type_error("input", "a string or an array of input items", input_value)
+        type_error("input", "a string or an array of input items", input_value)
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
 
@@ -794,7 +605,7 @@ def responses_to_chat(
     chat_tool_choice = None
     if tool_choice is not None:
         chat_tool_choice, chat_tools = _chat_tool_choice(tool_choice, chat_tools)
-    parallel_tool_calls = _opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
+    parallel_tool_calls = opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
     if chat_tools:
         chat["tools"] = list(chat_tools.values())
         # OpenAI's chat API rejects tool_choice/parallel_tool_calls without tools.
@@ -804,59 +615,59 @@ def responses_to_chat(
             chat["parallel_tool_calls"] = parallel_tool_calls
 
     # --- text
-    text = _opt_dict(body, "text", "text")
+    text = opt_dict(body, "text", "text")
     echo_text: dict[str, Any] = {"format": {"type": "text"}}
     if text is not None:
-        fmt = _opt_dict(text, "format", "text.format")
+        fmt = opt_dict(text, "format", "text.format")
         if fmt is not None:
             response_format = _response_format(fmt)
             if response_format is not None:
                 chat["response_format"] = response_format
             echo_text["format"] = fmt
-        _opt_enum(text, "verbosity", "text.verbosity", _VERBOSITIES)
+        opt_enum(text, "verbosity", "text.verbosity", _VERBOSITIES)
         for key, value in text.items():
             if key != "format":
                 echo_text[key] = value
 
     # --- sampling and limits
-    max_output_tokens = _opt_int(body, "max_output_tokens", "max_output_tokens", 1)
+    max_output_tokens = opt_int(body, "max_output_tokens", "max_output_tokens", 1)
     if max_output_tokens is not None:
         chat["max_tokens"] = max_output_tokens
-    temperature = _opt_number(body, "temperature", "temperature", 0.0, 2.0)
+    temperature = opt_number(body, "temperature", "temperature", 0.0, 2.0)
     if temperature is not None:
         chat["temperature"] = temperature
-    top_p = _opt_number(body, "top_p", "top_p", 0.0, 1.0)
+    top_p = opt_number(body, "top_p", "top_p", 0.0, 1.0)
     if top_p is not None:
         chat["top_p"] = top_p
-    top_logprobs = _opt_int(body, "top_logprobs", "top_logprobs", 0, _TOP_LOGPROBS_MAX)
+    top_logprobs = opt_int(body, "top_logprobs", "top_logprobs", 0, _TOP_LOGPROBS_MAX)
     if top_logprobs:
         chat["logprobs"] = True
         chat["top_logprobs"] = top_logprobs
-    user = _opt_str(body, "user", "user")
+    user = opt_str(body, "user", "user")
     if user is not None:
         chat["user"] = user
 
-    reasoning = _opt_dict(body, "reasoning", "reasoning")
+    reasoning = opt_dict(body, "reasoning", "reasoning")
     echo_reasoning: dict[str, Any] = {"effort": None, "summary": None}
     summary = None
     if reasoning is not None:
-        effort = _opt_enum(reasoning, "effort", "reasoning.effort", _REASONING_EFFORTS)
+        effort = opt_enum(reasoning, "effort", "reasoning.effort", _REASONING_EFFORTS)
         if effort is not None:
             chat["reasoning_effort"] = effort
-        summary = _opt_enum(reasoning, "summary", "reasoning.summary", _REASONING_SUMMARIES)
-        summary = summary or _opt_enum(
+        summary = opt_enum(reasoning, "summary", "reasoning.summary", _REASONING_SUMMARIES)
+        summary = summary or opt_enum(
             reasoning, "generate_summary", "reasoning.generate_summary", _REASONING_SUMMARIES
         )
-        _opt_enum(reasoning, "context", "reasoning.context", _REASONING_CONTEXTS)
-        _opt_str(reasoning, "mode", "reasoning.mode")
+        opt_enum(reasoning, "context", "reasoning.context", _REASONING_CONTEXTS)
+        opt_str(reasoning, "mode", "reasoning.mode")
         echo_reasoning.update(reasoning)
 
     # --- accepted, validated, echoed or used by the shell, not forwarded
-    metadata = _metadata(body)
-    store = _opt_bool(body, "store", "store")
-    service_tier = _opt_enum(body, "service_tier", "service_tier", _SERVICE_TIERS)
-    truncation = _opt_enum(body, "truncation", "truncation", _TRUNCATIONS)
-    previous_response_id = _opt_str(body, "previous_response_id", "previous_response_id")
+    metadata = checked_metadata(body)
+    store = opt_bool(body, "store", "store")
+    service_tier = opt_enum(body, "service_tier", "service_tier", _SERVICE_TIERS)
+    truncation = opt_enum(body, "truncation", "truncation", _TRUNCATIONS)
+    previous_response_id = opt_str(body, "previous_response_id", "previous_response_id")
     conversation = _conversation(body)
     if previous_response_id is not None and conversation is not None:
         raise InvalidRequest(
@@ -865,20 +676,20 @@ def responses_to_chat(
             param="conversation",
             code="mutually_exclusive_parameters",
         )
-    max_tool_calls = _opt_int(body, "max_tool_calls", "max_tool_calls", 0)
-    prompt_cache_key = _opt_str(body, "prompt_cache_key", "prompt_cache_key")
-    safety_identifier = _opt_str(body, "safety_identifier", "safety_identifier")
-    _opt_enum(body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)
+    max_tool_calls = opt_int(body, "max_tool_calls", "max_tool_calls", 0)
+    prompt_cache_key = opt_str(body, "prompt_cache_key", "prompt_cache_key")
+    safety_identifier = opt_str(body, "safety_identifier", "safety_identifier")
+    opt_enum(body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)
     include = body.get("include")
     included: set[str] = set()
     if include is not None:
         if not isinstance(include, list):
-            _type_error("include", "an array of strings", include)
+            type_error("include", "an array of strings", include)
         for i, value in enumerate(include):
-            included.add(_str(value, f"include[{i}]"))
-    stream_options = _opt_dict(body, "stream_options", "stream_options")
+            included.add(string(value, f"include[{i}]"))
+    stream_options = opt_dict(body, "stream_options", "stream_options")
     if stream_options is not None:
-        _opt_bool(stream_options, "include_obfuscation", "stream_options.include_obfuscation")
+        opt_bool(stream_options, "include_obfuscation", "stream_options.include_obfuscation")
 
     chat["stream"] = stream
     if stream:

@@ -6,11 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from compat_asgi.core.options import RequestOptions
-from compat_asgi.types import Headers, Scope
-from compat_asgi.upstream import Upstream
+import orjson
 
-__all__ = ["Call", "Target"]
+from compat_asgi.asgi import upstream_headers
+from compat_asgi.core.options import RequestOptions
+from compat_asgi.settings import Settings
+from compat_asgi.types import Headers, Scope
+from compat_asgi.upstream import Upstream, UpstreamResponse
+
+__all__ = ["Call", "Target", "post_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +65,15 @@ class Call:
         if self._target is None:
             self._target = self.resolve(self.scope, self.body)
         return self._target
+
+
+async def post_json(call: Call, settings: Settings, path: str, payload: dict[str, Any]) -> UpstreamResponse:
+    """POST a translated request body to the call's upstream, with the client's
+    headers as forwarding policy allows plus the target's own."""
+    target = call.target
+    headers = upstream_headers(
+        call.scope, keep_authorization=not settings.strip_authorization, json_body=True
+    )
+    return await target.upstream.request(
+        "POST", path, headers + target.headers, orjson.dumps(payload), scope=call.scope
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
 from compat_asgi.asgi import (
     SSE_HEADERS,
@@ -14,7 +13,6 @@ from compat_asgi.asgi import (
     parse_upstream_json,
     pump,
     raise_for_status,
-    upstream_headers,
 )
 from compat_asgi.core.chat_requests import chat_to_responses
 from compat_asgi.core.chat_streams import (
@@ -23,7 +21,7 @@ from compat_asgi.core.chat_streams import (
     response_to_chat_completion,
 )
 from compat_asgi.core.sse import DONE_FRAME, encode_data
-from compat_asgi.endpoints import Call
+from compat_asgi.endpoints import Call, post_json
 from compat_asgi.errors import CompatError
 from compat_asgi.settings import Settings
 
@@ -71,16 +69,7 @@ class ChatOverResponses:
         translated = chat_to_responses(parse_json(call.body))
         target = call.target
         target.adapt(translated.responses, "max_output_tokens")
-        upstream = await target.upstream.request(
-            "POST",
-            RESPONSES_PATH,
-            upstream_headers(
-                call.scope, keep_authorization=not settings.strip_authorization, json_body=True
-            )
-            + target.headers,
-            orjson.dumps(translated.responses),
-            scope=call.scope,
-        )
+        upstream = await post_json(call, settings, RESPONSES_PATH, translated.responses)
         try:
             await raise_for_status(upstream)
             completion_id = "chatcmpl-" + settings.ids("chatcmpl").partition("_")[2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 
 from compat_asgi.asgi import (
     SSE_HEADERS,
@@ -15,13 +14,12 @@ from compat_asgi.asgi import (
     parse_upstream_json,
     pump,
     raise_for_status,
-    upstream_headers,
 )
 from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_event
 from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
-from compat_asgi.endpoints import Call
+from compat_asgi.endpoints import Call, post_json
 from compat_asgi.endpoints.history import (
     conversation_id,
     input_items,
@@ -134,16 +132,7 @@ class ResponsesOverChat:
         target = call.target
         target.adapt(translated.chat, "max_tokens")
         keep = items is not None and (echo["store"] or echo["conversation"] is not None)
-        upstream = await target.upstream.request(
-            "POST",
-            CHAT_PATH,
-            upstream_headers(
-                call.scope, keep_authorization=not settings.strip_authorization, json_body=True
-            )
-            + target.headers,
-            orjson.dumps(translated.chat),
-            scope=call.scope,
-        )
+        upstream = await post_json(call, settings, CHAT_PATH, translated.chat)
         try:
             await raise_for_status(upstream)
             response = new_response(echo, settings.ids("resp"), settings.clock())
