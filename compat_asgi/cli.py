@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from compat_asgi.config import load_config
 from compat_asgi.idempotency import DEFAULT_WINDOW
@@ -104,6 +105,31 @@ def serve(
 
     # Our access log replaces uvicorn's: one line per request, with model and timings.
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
+
+
+_OPTIONS_ENV = "COMPAT_ASGI_APP_OPTIONS"
+
+
+def app_from_environment() -> ASGIApp:
+    """The app of one worker process: :func:`create_app` with the options the
+    parent put in the environment (uvicorn workers import their app by name)."""
+    return create_app(**json.loads(os.environ[_OPTIONS_ENV]))
+
+
+def _serve_workers(options: dict[str, Any], args: argparse.Namespace) -> None:
+    import uvicorn
+
+    os.environ[_OPTIONS_ENV] = json.dumps(options)
+    uvicorn.run(
+        "compat_asgi.cli:app_from_environment",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        access_log=False,
+    )
 
 
 def _check_exposure(host: str, authenticated: bool, allowed: bool) -> None:
@@ -215,6 +241,13 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a non-loopback --host without --api-key",
     )
     run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes; share state with a SQLite or Redis --store (default: 1)",
+    )
+    run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     run.add_argument(
@@ -273,38 +306,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
         )
     if args.command == "serve":
-        if args.upstream_timeout <= 0 or args.max_concurrent <= 0:
+        if args.upstream_timeout <= 0 or args.max_concurrent <= 0 or args.workers <= 0:
             print("compat-asgi: timeouts and limits must be positive", file=sys.stderr)
             return 2
         try:
             # Before create_app, which may open the store: a refusal leaves nothing behind.
             _check_exposure(args.host, bool(args.api_key), args.allow_public_without_key)
-            app = create_app(
-                config=args.config,
-                upstream=args.upstream,
-                upstream_api=args.upstream_api,
-                demo=args.demo,
-                store=args.store or default_store_url(),
-                upstream_key=args.upstream_key,
-                upstream_timeout=args.upstream_timeout,
-                api_keys=args.api_key,
-                cors_origins=args.cors_origin,
-                max_concurrent_requests=args.max_concurrent,
-                think_tags=args.think_tags,
-                drop_unsupported_tools=args.drop_unsupported_tools,
-                reasoning_key=args.reasoning_key,
-                log_format=args.log_format,
-                metrics=args.metrics,
-                idempotency_window=args.idempotency_window,
-            )
-            serve(
-                app,
-                host=args.host,
-                port=args.port,
-                log_level=args.log_level,
-                authenticated=bool(args.api_key),
-                allow_public_without_key=args.allow_public_without_key,
-            )
+            options = {
+                "config": args.config,
+                "upstream": args.upstream,
+                "upstream_api": args.upstream_api,
+                "demo": args.demo,
+                "store": args.store or default_store_url(),
+                "upstream_key": args.upstream_key,
+                "upstream_timeout": args.upstream_timeout,
+                "api_keys": args.api_key,
+                "cors_origins": args.cors_origin,
+                "max_concurrent_requests": args.max_concurrent,
+                "think_tags": args.think_tags,
+                "drop_unsupported_tools": args.drop_unsupported_tools,
+                # Workers must agree on the seal, or reasoning sent back to another is refused.
+                "reasoning_key": args.reasoning_key or (os.urandom(32).hex() if args.workers > 1 else None),
+                "log_format": args.log_format,
+                "metrics": args.metrics,
+                "idempotency_window": args.idempotency_window,
+            }
+            app = create_app(**options)  # validates everything once, before any worker starts
+            if args.workers > 1 and options["store"] == "memory":
+                raise ValueError("--store memory is per process; give workers a sqlite or redis store")
+            if args.workers > 1:
+                _serve_workers(options, args)
+            else:
+                serve(
+                    app,
+                    host=args.host,
+                    port=args.port,
+                    log_level=args.log_level,
+                    authenticated=bool(args.api_key),
+                    allow_public_without_key=args.allow_public_without_key,
+                )
         except (ValueError, ImportError) as exc:
             print(f"compat-asgi: {exc}", file=sys.stderr)
             return 2

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import openai
@@ -67,6 +68,19 @@ def test_serve_with_upstream_translates_for_a_chat_server(demo_upstream: str) ->
         assert chat.choices[0].message.content is not None
 
 
+def test_workers_share_state_through_sqlite(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    with cli_server("--workers", "2", "--store", store) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+        previous = None
+        for turn in range(8):  # new connections each time: both workers get some
+            fresh = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, http_client=None)
+            response = fresh.responses.create(model="demo", input=f"turn {turn}", previous_response_id=previous)
+            previous = response.id
+        assert client.responses.input_items.list(previous).data[0].content[0].text == "turn 7"  # type: ignore[union-attr]
+
+
 def test_bad_arguments_exit_with_status_2(capsys: object) -> None:
     assert main(["serve", "--upstream-timeout", "0"]) == 2
     assert main(["serve", "--upstream", "ftp://nowhere"]) == 2
+    assert main(["serve", "--workers", "2", "--store", "memory"]) == 2
