@@ -15,8 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -30,18 +29,28 @@ from compat_asgi.asgi import (
     serve_lifespan,
     watch_disconnect,
 )
+from compat_asgi.bodies import read_decoded_body
+from compat_asgi.config import RoutingConfig, parse_config
 from compat_asgi.core.ids import Clock, IdFactory, RandomIds, system_clock
 from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
-from compat_asgi.config import RoutingConfig, parse_config
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.chat import ChatOverResponses
 from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
 from compat_asgi.endpoints.stored import StoredResponses
-from compat_asgi.errors import CompatError, NotFound, ServerBusy, Unauthorized, UpstreamError
+from compat_asgi.errors import (
+    CompatError,
+    NotFound,
+    ServerBusy,
+    Unauthorized,
+    UpstreamError,
+)
+from compat_asgi.idempotency import IdempotencyCache
+from compat_asgi.observability import AccessLog, Metrics, RequestRecord
+from compat_asgi.routing import Router, model_of
 from compat_asgi.settings import (
     DEFAULT_KEEPALIVE,
     DEFAULT_MAX_BODY,
@@ -49,10 +58,6 @@ from compat_asgi.settings import (
     DEFAULT_MAX_UPSTREAM_BODY,
     Settings,
 )
-from compat_asgi.bodies import read_decoded_body
-from compat_asgi.idempotency import IdempotencyCache
-from compat_asgi.observability import AccessLog, Metrics, RequestRecord
-from compat_asgi.routing import Router, model_of
 from compat_asgi.store import Store, open_store
 from compat_asgi.types import ASGIApp, Headers, Message, Receive, Scope, Send
 from compat_asgi.upstream import (
@@ -72,14 +77,17 @@ Routes = dict[str, Handler]  # method -> handler
 
 
 class CompatMiddleware:
-    """Serve ``POST {prefix}/responses`` over a chat-completions backend.
+    """Make one backend speak both OpenAI APIs.
 
-    ``CompatMiddleware(app)`` translates for the wrapped ASGI app itself;
-    ``CompatMiddleware(app, upstream="http://host:port/v1")`` or
-    ``CompatMiddleware(upstream=...)`` sends translated requests to an HTTP
-    server instead. Every other path and every non-HTTP scope goes to
-    ``app`` untouched (without an app, other ``{prefix}`` paths are proxied to
-    the HTTP upstream as they are).
+    ``CompatMiddleware(app)`` serves ``POST {prefix}/responses`` by
+    translating onto the wrapped app's own ``/chat/completions``
+    (``upstream_api="responses"``: the other way round);
+    ``upstream="http://host:port/v1"`` sends translated requests to an HTTP
+    server instead, and ``config={...}`` routes by model across several.
+    Every other path and every non-HTTP scope goes to ``app`` untouched
+    (without an app, other ``{prefix}`` paths are proxied to the upstream as
+    they are). Options are documented in the README; all are computed here,
+    once.
     """
 
     def __init__(

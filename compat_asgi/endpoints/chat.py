@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from compat_asgi.asgi import (
     SSE_HEADERS,
     Responder,

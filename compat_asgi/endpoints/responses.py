@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-
 from compat_asgi.asgi import (
     SSE_HEADERS,
     Responder,
