@@ -32,6 +32,7 @@ __all__ = [
 DEFAULT_TIMEOUT = 600.0  # seconds of upstream silence tolerated (models can think for long)
 DEFAULT_CONNECT_TIMEOUT = 10.0
 _APP_QUEUE_SIZE = 64  # body messages buffered from an in-process app before it is paused
+_READ_AHEAD = 64 << 10  # bytes of an HTTP body read ahead of its consumer, at most
 # Hop-by-hop and framing headers are the proxy's own business (RFC 9110 section 7.6.1).
 _DROP_REQUEST_HEADERS = frozenset(
     {
@@ -141,21 +142,43 @@ class _AppResponse:
                 f"the wrapped app compressed its response with {self._unsupported!r}; "
                 "put compression middleware outside CompatMiddleware, not inside"
             )
+        queue = self._queue
         while True:
-            message = await self._queue.get()
-            if isinstance(message, BaseException):
-                raise UpstreamError(f"upstream app failed mid-response: {message!r}") from message
-            if message["type"] != "http.response.body":
-                continue  # e.g. http.response.trailers: nothing to translate
-            body = message.get("body", b"")
-            if self._decoder is not None:
-                try:
-                    body = self._decoder.decompress(body)
-                except zlib.error as exc:
-                    raise UpstreamProtocolError(f"the wrapped app sent a corrupt compressed body: {exc}") from None
-            if body:
-                yield body
-            if not message.get("more_body", False):
+            # Take every message already queued as one chunk: an app that runs
+            # ahead of us costs one translation and one send per batch, not
+            # per message. Nothing waits for a batch to fill.
+            message = await queue.get()
+            batch: list[bytes] = []
+            failure: BaseException | None = None
+            ended = False
+            while True:
+                if isinstance(message, BaseException):
+                    failure = UpstreamError(f"upstream app failed mid-response: {message!r}")
+                    failure.__cause__ = message
+                    break
+                if message["type"] == "http.response.body":  # not e.g. http.response.trailers
+                    body = message.get("body", b"")
+                    if self._decoder is not None:
+                        try:
+                            body = self._decoder.decompress(body)
+                        except zlib.error as exc:
+                            failure = UpstreamProtocolError(
+                                f"the wrapped app sent a corrupt compressed body: {exc}"
+                            )
+                            break
+                    if body:
+                        batch.append(body)
+                    if not message.get("more_body", False):
+                        ended = True
+                        break
+                if queue.empty():
+                    break
+                message = queue.get_nowait()
+            if batch:
+                yield b"".join(batch)
+            if failure is not None:
+                raise failure
+            if ended:
                 return
 
     async def read(self, limit: int) -> bytes:
@@ -246,24 +269,99 @@ class _HTTPResponse:
         self._response = response
         self.status = response.status_code
         self.headers: Headers = list(response.headers.raw)
+        self._reader: asyncio.Task[None] | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        # Undecoded bytes need no decoder and chunker layer per read.
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        """The body as httpx yields it: one piece per HTTP chunk, which from
+        most servers means one per SSE event, however many a socket read brought."""
+        # Undecoded bytes need no decoder and chunker layer per piece.
         encoded = "content-encoding" in self._response.headers
         pieces = self._response.aiter_bytes() if encoded else self._response.aiter_raw()
         try:
-            async for chunk in pieces:
-                yield chunk
+            async for piece in pieces:
+                yield piece
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("upstream timed out while streaming its response") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed mid-response: {exc!r}") from exc
 
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; pieces that arrived while the consumer was
+        busy come joined as one chunk.
+
+        Translating and sending once per batch instead of once per event halves
+        the CPU per event under load. The first piece is read directly, so the
+        first byte is not delayed; then a reader task gathers pieces while the
+        consumer works. It never waits to fill a batch and stays at most
+        ``_READ_AHEAD`` bytes ahead.
+        """
+        pieces = self._pieces()
+        first = await anext(pieces, None)
+        if first is None:
+            return
+        yield first
+        batch: list[bytes] = []
+        size = 0
+        arrived = asyncio.Event()
+        drained = asyncio.Event()
+        end: list[Exception | None] = []  # [None] once the body ended, [error] if it failed
+
+        async def read_ahead() -> None:
+            nonlocal size
+            try:
+                async for piece in pieces:
+                    batch.append(piece)
+                    size += len(piece)
+                    arrived.set()
+                    if size >= _READ_AHEAD:
+                        drained.clear()
+                        await drained.wait()
+                end.append(None)
+            except Exception as exc:  # the consumer raises it, after the data before it
+                end.append(exc)
+            finally:
+                if not end:  # cancelled: never leave a consumer waiting for nothing
+                    end.append(UpstreamError("reading the upstream response was interrupted"))
+                arrived.set()
+
+        self._reader = asyncio.create_task(read_ahead())
+        try:
+            while True:
+                if batch:
+                    chunk = b"".join(batch)
+                    batch.clear()
+                    size = 0
+                    drained.set()
+                    yield chunk
+                elif end:
+                    if end[0] is not None:
+                        raise end[0]
+                    return
+                else:
+                    arrived.clear()
+                    await arrived.wait()
+        finally:
+            await self._stop_reader()
+
+    async def _stop_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            # Once the body is all in, httpx is handing the connection back to
+            # its pool: let that finish, as a cancellation there leaks the slot.
+            if not self._response.is_closed:
+                reader.cancel()
+            # asyncio.wait never raises the reader's CancelledError, so a
+            # cancellation of the calling task itself still propagates.
+            await asyncio.wait([reader])
+
     async def read(self, limit: int) -> bytes:
-        return await _read_limited(self.chunks(), limit)
+        return await _read_limited(self._pieces(), limit)
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        try:
+            await self._stop_reader()
+        finally:
+            await self._response.aclose()
 
 
 class HTTPUpstream:

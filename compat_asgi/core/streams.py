@@ -88,6 +88,34 @@ _OUTPUT_TEXT = _KINDS["output_text"]
 _REFUSAL = _KINDS["refusal"]
 
 
+class _Deltas(list[str]):
+    """The deltas of one text or arguments string, kept compact.
+
+    Each delta is its own small str, ~60 bytes of object for a few characters:
+    held one by one, a 100,000-delta answer would take ten times its size.
+    Every ``_JOIN_EVERY`` new deltas are joined into one string, each delta
+    copied once, so memory stays close to the text itself.
+    """
+
+    __slots__ = ("fresh",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fresh = 0
+
+    def append(self, delta: str, /) -> None:
+        list.append(self, delta)
+        fresh = self.fresh + 1
+        if fresh < _JOIN_EVERY:
+            self.fresh = fresh
+        else:
+            self[-fresh:] = ["".join(self[-fresh:])]
+            self.fresh = 0
+
+
+_JOIN_EVERY = 256
+
+
 class _TextItem:
     """A message or reasoning item being streamed: finished parts plus the open one."""
 
@@ -100,7 +128,7 @@ class _TextItem:
         self.content: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.kind: _Kind | None = None
-        self.chunks: list[str] = []
+        self.chunks: list[str] = _Deltas()
 
     def slot(self, kind: _Kind) -> list[dict[str, Any]]:
         return self.content if kind.slot == "content" else self.summary
@@ -129,7 +157,7 @@ class _Call:
         self.upstream_id = call_id
         self.call_id = call_id or ""
         self.name = ""
-        self.chunks: list[str] = []
+        self.chunks: list[str] = _Deltas()
         self.custom = False
         self.input: _InputDecoder | None = None
 
@@ -447,7 +475,7 @@ class ChatToResponses:
         )
         slot.append(part)
         text.kind = None
-        text.chunks = []
+        text.chunks = _Deltas()
 
     def _close_text(self, status: str) -> None:
         text = self._text
