@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -79,12 +79,13 @@ class Responder:
     """Wraps ``send`` for one request: knows whether the response started,
     whether the client left, and when a body was last sent (for keepalives)."""
 
-    __slots__ = ("_send", "_lock", "started", "disconnected", "last_sent")
+    __slots__ = ("_send", "_lock", "started", "finished", "disconnected", "last_sent")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self._lock = asyncio.Lock()
         self.started = False
+        self.finished = False  # the last body message went out
         self.disconnected = False
         self.last_sent = 0.0
 
@@ -97,6 +98,8 @@ class Responder:
         async with self._lock:
             await self._send({"type": "http.response.body", "body": body, "more_body": more_body})
         self.last_sent = asyncio.get_running_loop().time()
+        if not more_body:
+            self.finished = True
 
     async def send_json(self, status: int, payload: Any) -> None:
         body = orjson.dumps(payload)
@@ -105,7 +108,7 @@ class Responder:
 
     async def send_error(self, error: CompatError) -> None:
         await send_error(self._send, error)
-        self.started = True
+        self.started = self.finished = True
 
     async def keepalive(self, interval: float) -> None:
         """Send an SSE comment whenever nothing was sent for ``interval`` seconds,
@@ -143,12 +146,18 @@ def route_path(scope: Scope) -> str:
 
 
 async def watch_disconnect(receive: Receive, task: asyncio.Task[Any], responder: Responder) -> None:
-    """Cancel ``task`` when the client disconnects, which cancels the upstream request."""
+    """Cancel ``task`` when the client disconnects, which cancels the upstream request.
+
+    Servers also report a disconnect once the response is complete; by then
+    the handler is only releasing its upstream connection, and cancelling
+    that would leak the connection from the pool.
+    """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            responder.disconnected = True
-            task.cancel()
+            if not responder.finished:
+                responder.disconnected = True
+                task.cancel()
             return
 
 
@@ -258,6 +267,25 @@ class StreamTranslator(Protocol):
     def fail(self, error: CompatError) -> bytes: ...
 
 
+_DRAIN_BYTES = 64 << 10
+_DRAIN_SECONDS = 1.0
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what little the upstream sends after its end marker (the chunked
+    terminator), so its connection goes back to the pool instead of being
+    closed; an upstream that keeps talking is cut off soon."""
+    left = _DRAIN_BYTES
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for chunk in chunks:
+                left -= len(chunk)
+                if left < 0:
+                    return
+    except (TimeoutError, CompatError):
+        return
+
+
 async def pump(
     upstream: UpstreamResponse,
     translator: StreamTranslator,
@@ -305,6 +333,8 @@ async def pump(
         if on_end is not None:
             await on_end()
         await responder.body(tail, more_body=False)
+        if translator.finished:
+            await _drain(chunks)
     finally:
         if ticker is not None:
             ticker.cancel()

@@ -9,6 +9,7 @@ Transport failures become :mod:`compat_asgi.errors` types here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import contextlib
 import zlib
 from collections.abc import AsyncIterator
@@ -394,6 +395,9 @@ class HTTPUpstream:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             follow_redirects=False,
+            # One client serves every caller: a cookie one upstream answer set
+            # must not be sent along with another caller's request.
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def request(

@@ -165,3 +165,27 @@ def test_client_disconnect_cancels_the_upstream_promptly_and_leaks_nothing(
     time.sleep(0.3)
     assert open_fds() <= fds + 2
     assert threading.active_count() == threads
+
+
+def test_streams_return_their_upstream_connection_and_cookies_stay_per_caller() -> None:
+    ports: list[int] = []
+    cookies: list[bytes | None] = []
+
+    async def chat(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        ports.append(scope["client"][1])
+        cookies.append(dict(scope["headers"]).get(b"cookie"))
+        await receive()
+        headers = [(b"content-type", b"text/event-stream"), (b"set-cookie", b"session=first-caller; Path=/")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'})
+
+    with serve(chat) as upstream, serve(CompatMiddleware(upstream=upstream)) as url:
+        for _ in range(20):
+            with httpx.Client() as client:  # a new caller each time
+                assert client.post(url + "/v1/responses", json={"model": "m", "input": "x", "stream": True}).status_code == 200
+    # Pooled: the finished streams' connections were reused, not leaked.
+    assert len(set(ports)) <= 2
+    # The upstream's cookie for the first caller never reached the others.
+    assert cookies == [None] * 20
