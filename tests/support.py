@@ -23,14 +23,16 @@ from compat_asgi.types import ASGIApp, Message
 
 
 @contextlib.contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free 127.0.0.1 port; yield its origin URL."""
+def serve(app: ASGIApp, **options: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free 127.0.0.1 port; yield its origin URL.
+
+    ``options`` are extra ``uvicorn.Config`` settings (``root_path`` ...)."""
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that say so.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

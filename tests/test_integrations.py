@@ -25,7 +25,6 @@ import httpx
 import openai
 import orjson
 import pytest
-import uvicorn
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
@@ -58,30 +57,6 @@ def sdk(base_url: str) -> openai.OpenAI:
 
 
 # -- servers ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve_uvicorn(app: ASGIApp, **options: Any) -> Iterator[str]:
-    """uvicorn on a free 127.0.0.1 port with extra Config options (root_path ...)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, **options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @contextlib.contextmanager
@@ -129,7 +104,7 @@ def serve_hypercorn(app: ASGIApp, **options: Any) -> Iterator[str]:
 
 
 SERVERS: dict[str, Callable[..., contextlib.AbstractContextManager[str]]] = {
-    "uvicorn": serve_uvicorn,
+    "uvicorn": serve,
     "hypercorn": serve_hypercorn,
 }
 
@@ -323,7 +298,7 @@ def test_fastapi_with_an_http_middleware_outside_still_streams() -> None:
         response.headers["x-tagged"] = "yes"
         return response
 
-    with serve_uvicorn(api) as origin:
+    with serve(api) as origin:
         response, raw = stream_through(origin + "/v1/responses", gate)
     assert response.headers["x-tagged"] == "yes"
     assert_streamed(gate, raw)
@@ -416,7 +391,7 @@ def test_client_going_away_cancels_the_upstream_promptly(server: str, protocol: 
 def test_outer_gzip_compresses_json_but_never_buffers_the_event_stream() -> None:
     gate = Gate()
     app = GZipMiddleware(CompatMiddleware(raw_send_chat(gate)), minimum_size=100)
-    with serve_uvicorn(app) as origin:
+    with serve(app) as origin:
         url = origin + "/v1/responses"
         response, raw = stream_through(url, gate, headers={"accept-encoding": "gzip"})
         whole = httpx.post(url, json={"model": "m", "input": "x"}, headers={"accept-encoding": "gzip"})
@@ -473,7 +448,7 @@ def test_inner_starlette_gzip_compresses_only_what_the_client_gets_directly() ->
     """GZip inside: translated requests ask the inner app for identity bytes;
     paths passed through to the inner app are still compressed for the client."""
     app = CompatMiddleware(GZipMiddleware(DemoChatApp(), minimum_size=1))
-    with serve_uvicorn(app) as origin:
+    with serve(app) as origin:
         translated = httpx.post(origin + "/v1/responses", json={"model": "demo", "input": "z"},
                                 headers={"accept-encoding": "gzip"})
         chat = httpx.post(origin + "/v1/chat/completions", headers={"accept-encoding": "gzip"},
@@ -598,7 +573,7 @@ def test_websocket_to_a_standalone_proxy_is_refused_cleanly(demo_upstream: str) 
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
-    with serve_uvicorn(CompatMiddleware(upstream=demo_upstream)) as origin:
+    with serve(CompatMiddleware(upstream=demo_upstream)) as origin:
         with pytest.raises(InvalidStatus) as refused:
             connect(origin.replace("http://", "ws://") + "/v1/realtime", open_timeout=10)
     assert refused.value.response.status_code == 403
