@@ -218,3 +218,12 @@ async def _post(app: CompatMiddleware, body: dict[str, Any]) -> Any:
     from support import call
 
     return (await call(app, "POST", "/v1/responses", body)).json()
+
+
+def test_store_false_in_a_conversation_threads_the_turn_but_keeps_no_response(recorded: tuple[RecordingDemo, openai.OpenAI]) -> None:
+    demo, client = recorded
+    first = client.responses.create(model="demo", input="private", conversation="c-nostore", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    client.responses.create(model="demo", input="next", conversation="c-nostore")
+    assert [m["content"] for m in demo.messages[-1] if m["role"] == "user"] == ["private", "next"]

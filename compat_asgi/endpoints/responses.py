@@ -54,22 +54,22 @@ class _EncodedStream:
     def finished(self) -> bool:
         return self.core.saw_done
 
-    def _keep(self, data: bytes) -> bytes:
+    def keep(self, data: bytes) -> bytes:
         if self.sent is not None and data:
             self.sent.append(data)
         return data
 
     def start(self) -> bytes:
-        return self._keep(_encode(self.core.start()))
+        return self.keep(_encode(self.core.start()))
 
     def feed(self, data: bytes) -> bytes:
-        return self._keep(_encode(self.core.feed_bytes(data)))
+        return self.keep(_encode(self.core.feed_bytes(data)))
 
     def close(self) -> bytes:
-        return self._keep(_encode(self.core.close()))
+        return self.keep(_encode(self.core.close()))
 
     def fail(self, error: CompatError) -> bytes:
-        return self._keep(_encode(self.core.fail(error)))
+        return self.keep(_encode(self.core.fail(error)))
 
 
 class ResponsesOverChat:
@@ -107,17 +107,20 @@ class ResponsesOverChat:
     async def _save(
         self, call: Call, body: Any, items: list[dict[str, Any]], response: dict[str, Any], events: bytes | None
     ) -> None:
+        """Keep the response (``store: true``) and thread its items into the
+        request's conversation, if it names one."""
         assert self.store is not None
-        await self.store.save(
-            StoredResponse(
-                id=response["id"],
-                owner=call.owner,
-                response=response,
-                input_items=items,
-                events=events,
-                created_at=response["created_at"],
+        if response["store"]:
+            await self.store.save(
+                StoredResponse(
+                    id=response["id"],
+                    owner=call.owner,
+                    response=response,
+                    input_items=items,
+                    events=events,
+                    created_at=response["created_at"],
+                )
             )
-        )
         conversation = conversation_id(body)
         if conversation is not None:
             output = list(response.get("output") or ())
@@ -131,6 +134,7 @@ class ResponsesOverChat:
         target = call.target
         target.adapt(translated.chat, "max_tokens")
         keep = items is not None and (echo["store"] or echo["conversation"] is not None)
+        kept_items = items or []
         upstream = await post_json(call, settings, CHAT_PATH, translated.chat)
         try:
             await raise_for_status(upstream)
@@ -140,8 +144,8 @@ class ResponsesOverChat:
                     await upstream.read(settings.max_upstream_body_size)
                 )
                 chat_completion_to_response(completion, response, settings.ids, translated.output)
-                if keep and items is not None:
-                    await self._save(call, body, items, response, None)
+                if keep:
+                    await self._save(call, body, kept_items, response, None)
                 await responder.send_json(200, response)
                 return
             core = ChatToResponses(
@@ -150,9 +154,9 @@ class ResponsesOverChat:
             stream = _EncodedStream(core, record=keep)
 
             async def save() -> None:
-                if keep and items is not None and stream.sent is not None:
+                if keep and stream.sent is not None:
                     try:
-                        await self._save(call, body, items, core.response, b"".join(stream.sent))
+                        await self._save(call, body, kept_items, core.response, b"".join(stream.sent))
                     except CompatError as exc:  # the client still gets its stream
                         logger.warning("could not store %s: %s", core.response["id"], exc.message)
 
@@ -166,7 +170,7 @@ class ResponsesOverChat:
             events = core.start()
             events += core.feed(completion_to_chunk(completion))
             events += core.finish(saw_done=True)
-            stream._keep(_encode(events))
+            stream.keep(_encode(events))
             await save()
             await responder.start(200, SSE_HEADERS)
             await responder.body(_encode(events), more_body=False)
