@@ -119,7 +119,7 @@ _JOIN_EVERY = 256
 class _TextItem:
     """A message or reasoning item being streamed: finished parts plus the open one."""
 
-    __slots__ = ("id", "type", "index", "content", "summary", "kind", "chunks")
+    __slots__ = ("id", "type", "index", "content", "summary", "kind", "part_index", "chunks")
 
     def __init__(self, item_id: str, item_type: str, index: int) -> None:
         self.id = item_id
@@ -128,6 +128,7 @@ class _TextItem:
         self.content: list[dict[str, Any]] = []
         self.summary: list[dict[str, Any]] = []
         self.kind: _Kind | None = None
+        self.part_index = 0  # index of the open part in its slot
         self.chunks: list[str] = _Deltas()
 
     def slot(self, kind: _Kind) -> list[dict[str, Any]]:
@@ -320,7 +321,11 @@ class ChatToResponses:
         if not isinstance(choice, dict):
             raise UpstreamProtocolError("upstream stream chunk has a malformed choice")
         delta = choice.get("delta")
-        if isinstance(delta, dict):
+        if type(delta) is dict and len(delta) == 1 and type(delta.get("content")) is str:
+            # The chunk of almost every token: one piece of text, nothing else.
+            if delta["content"]:
+                self._content(delta["content"])
+        elif isinstance(delta, dict):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and isinstance(reasoning, str):
                 self._text_delta("reasoning", self._reasoning_kind, reasoning)
@@ -417,35 +422,45 @@ class ChatToResponses:
 
     def _text_delta(self, item_type: str, kind: _Kind, delta: str) -> None:
         text = self._text
+        if text is None or text.kind is not kind:
+            text = self._open_part(item_type, kind)
+        text.chunks.append(delta)
+        event: Event = {
+            "type": kind.delta,
+            "item_id": text.id,
+            "output_index": text.index,
+            kind.index_key: text.part_index,
+            "delta": delta,
+            "sequence_number": self._seq,
+        }
+        if kind.part is output_text_part:
+            event["logprobs"] = []
+        self._seq += 1
+        self._out.append(event)
+
+    def _open_part(self, item_type: str, kind: _Kind) -> _TextItem:
+        """Announce the item (closing another kind of item first) and the part
+        the next delta belongs to."""
+        text = self._text
         if text is None or text.type != item_type:
             self._close_text("completed")
             prefix = "msg" if item_type == "message" else "rs"
             text = _TextItem(self._ids(prefix), item_type, len(self._output))
             self._announce(text.build("in_progress"))
             self._text = text
-        if text.kind is not kind:
-            self._close_part(text)
-            text.kind = kind
-            self._emit(
-                {
-                    "type": kind.added,
-                    "item_id": text.id,
-                    "output_index": text.index,
-                    kind.index_key: len(text.slot(kind)),
-                    "part": kind.part(""),
-                }
-            )
-        text.chunks.append(delta)
-        event: Event = {
-            "type": kind.delta,
-            "item_id": text.id,
-            "output_index": text.index,
-            kind.index_key: len(text.slot(kind)),
-            "delta": delta,
-        }
-        if kind.part is output_text_part:
-            event["logprobs"] = []
-        self._emit(event)
+        self._close_part(text)
+        text.kind = kind
+        text.part_index = len(text.slot(kind))
+        self._emit(
+            {
+                "type": kind.added,
+                "item_id": text.id,
+                "output_index": text.index,
+                kind.index_key: text.part_index,
+                "part": kind.part(""),
+            }
+        )
+        return text
 
     def _close_part(self, text: _TextItem) -> None:
         kind = text.kind
