@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from compat_asgi.asgi import (
@@ -25,6 +26,8 @@ from compat_asgi.errors import CompatError
 from compat_asgi.settings import Settings
 
 __all__ = ["ChatOverResponses", "RESPONSES_PATH"]
+
+logger = logging.getLogger("compat_asgi")
 
 RESPONSES_PATH = "/v1/responses"
 
@@ -52,7 +55,11 @@ class _EncodedChat:
         return _encode(self.core.feed_bytes(data))
 
     def close(self) -> bytes:
-        return _encode(self.core.close()) + DONE_FRAME
+        tail = _encode(self.core.close()) + DONE_FRAME
+        if self.core.ignored_events:
+            # Hosted-tool progress, annotations ...: no chat equivalent, but not silently lost.
+            logger.info("%d upstream Responses events have no chat equivalent", self.core.ignored_events)
+        return tail
 
     def fail(self, error: CompatError) -> bytes:
         # No [DONE] after the error object: the OpenAI SDK raises APIError on it.
