@@ -18,8 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import orjson
-
 from compat_asgi.asgi import (
     ClientGone,
     Responder,
@@ -50,7 +48,7 @@ from compat_asgi.errors import (
 )
 from compat_asgi.idempotency import IdempotencyCache
 from compat_asgi.observability import AccessLog, Metrics, RequestRecord
-from compat_asgi.routing import Router, model_of
+from compat_asgi.routing import Router
 from compat_asgi.settings import (
     DEFAULT_KEEPALIVE,
     DEFAULT_MAX_BODY,
@@ -381,7 +379,9 @@ class CompatMiddleware:
         responder = Responder(send)
         try:
             body = await read_decoded_body(receive, scope.get("headers", ()), self.settings.max_body_size)
-            if key is not None and self._idempotency is not None and not _streams(body):
+            call = Call(scope, body, owner, self.router.resolve)
+            # Streams are not replayed: they are the client's to resume.
+            if key is not None and self._idempotency is not None and call.field("stream") is not True:
                 recording = await self._idempotency.replay(owner, key, route_path(scope), body, send)
                 if recording is None:
                     return
@@ -389,7 +389,6 @@ class CompatMiddleware:
             task = asyncio.current_task()
             assert task is not None
             watcher = asyncio.create_task(watch_disconnect(receive, task, responder))
-            call = Call(scope, body, owner, self.router.resolve)
             try:
                 await handler(call, responder)
             finally:
@@ -423,7 +422,8 @@ class CompatMiddleware:
                 self._idempotency.abandon(owner, key)
             if record is not None and call is not None:
                 record.mode = call.mode or record.mode
-                record.model = model_of(call.body)
+                model = call.field("model")
+                record.model = model if isinstance(model, str) else None
                 if call.resolved is not None:
                     record.upstream = call.resolved.name
 
@@ -480,15 +480,6 @@ def _idempotency_key(scope: Scope) -> str | None:
         if name == b"idempotency-key" and value:
             return bytes(value[:256]).decode("latin-1")
     return None
-
-
-def _streams(body: bytes) -> bool:
-    """Whether a request asks for a stream (those are not replayed)."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(payload, dict) and payload.get("stream") is True
 
 
 class _ObservedSend:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import orjson
-
 from compat_asgi.config import RoutingConfig
 from compat_asgi.core.options import RequestOptions
-from compat_asgi.endpoints import Target
+from compat_asgi.endpoints import Call, Target
 from compat_asgi.errors import NotFound
-from compat_asgi.types import ASGIApp, Scope
+from compat_asgi.types import ASGIApp
 from compat_asgi.upstream import AppUpstream, HTTPUpstream, Upstream
 
-__all__ = ["Router", "UPSTREAM_HEADER", "model_of"]
+__all__ = ["Router", "UPSTREAM_HEADER"]
 
 UPSTREAM_HEADER = b"x-compat-upstream"
 
@@ -75,11 +73,11 @@ class Router:
     def all_upstreams(self) -> list[tuple[str, Upstream]]:
         return [(name, target.upstream) for name, target in self.upstreams.items()]
 
-    def resolve(self, scope: Scope, body: bytes) -> Target:
-        """The target for one request (``body`` is read only when models are configured)."""
+    def resolve(self, call: Call) -> Target:
+        """The target for one request (its body is parsed only when models are configured)."""
         chosen: Target | None = None
         if self.header:
-            for key, value in scope.get("headers", ()):
+            for key, value in call.scope.get("headers", ()):
                 if key == UPSTREAM_HEADER:
                     name = value.decode("latin-1")
                     chosen = self.upstreams.get(name)
@@ -95,8 +93,8 @@ class Router:
             if self.default is None:
                 raise NotFound("No upstream is configured for this request.", code="upstream_not_found")
             return self.default
-        model = model_of(body)
-        if model is None:
+        model = call.field("model")
+        if not isinstance(model, str):
             target = chosen or self.default
             if target is None:
                 raise NotFound("The request names no model, and no default upstream is configured.", param="model", code="model_not_found")
@@ -112,13 +110,3 @@ class Router:
             return chosen  # the header wins; the model name goes as sent
         return target
 
-
-def model_of(body: bytes) -> str | None:
-    if not body:
-        return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None  # the endpoint reports malformed JSON itself
-    model = payload.get("model") if isinstance(payload, dict) else None
-    return model if isinstance(model, str) else None

@@ -51,19 +51,28 @@ path and HTTP errors too. Ids and timestamps are injectable
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-from compat_asgi.core.ids import Clock, CountingIds, FixedClock, IdFactory, RandomIds, system_clock
+from compat_asgi.core.ids import (
+    Clock,
+    CountingIds,
+    FixedClock,
+    IdFactory,
+    RandomIds,
+    system_clock,
+)
 from compat_asgi.core.options import OutputOptions, RequestOptions
 from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
-from compat_asgi.core.responses import chat_completion_to_response, map_usage, new_response
+from compat_asgi.core.responses import (
+    chat_completion_to_response,
+    map_usage,
+    new_response,
+)
 from compat_asgi.core.sse import (
     DEFAULT_MAX_LINE,
     ServerSentEvent,
     SSEDecoder,
     encode_data,
     encode_event,
+    encode_events,
 )
 from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
 from compat_asgi.errors import (
@@ -109,8 +118,3 @@ __all__ = [
     "UpstreamProtocolError",
     "LineTooLong",
 ]
-
-
-def encode_events(events: Iterable[dict[str, Any]]) -> bytes:
-    """Several Responses events framed as one SSE byte string (one write, not one per event)."""
-    return b"".join([encode_event(event) for event in events])

@@ -7,6 +7,7 @@ events that became complete. A line longer than ``max_line`` raises
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import orjson
@@ -20,6 +21,8 @@ __all__ = [
     "ServerSentEvent",
     "SSEDecoder",
     "encode_event",
+    "encode_events",
+    "encode_chunks",
     "encode_data",
     "encode_comment",
     "DONE_FRAME",
@@ -137,9 +140,19 @@ def encode_event(payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+def encode_events(events: Iterable[dict[str, Any]]) -> bytes:
+    """Several Responses events as one SSE byte string (one write, not one per event)."""
+    return b"".join([encode_event(event) for event in events])
+
+
 def encode_data(payload: dict[str, Any]) -> bytes:
     """A chat-completions-style event: ``data: <json>`` only."""
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_chunks(chunks: Iterable[dict[str, Any]]) -> bytes:
+    """Several chat chunks as one SSE byte string."""
+    return b"".join([encode_data(chunk) for chunk in chunks])
 
 
 def encode_comment(text: bytes = b"") -> bytes:

@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import orjson
 
-from compat_asgi.asgi import upstream_headers
+from compat_asgi.asgi import parse_json, upstream_headers
 from compat_asgi.core.options import RequestOptions
+from compat_asgi.errors import InvalidRequest
 from compat_asgi.settings import Settings
 from compat_asgi.types import Headers, Scope
 from compat_asgi.upstream import Upstream, UpstreamResponse
@@ -43,6 +44,9 @@ class Target:
         return body
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(slots=True)
 class Call:
     """One authenticated request, body read; its target is chosen when first asked
@@ -51,9 +55,25 @@ class Call:
     scope: Scope
     body: bytes
     owner: str | None  # scope for stored state: a digest of the client's API key
-    resolve: Callable[[Scope, bytes], Target]
+    resolve: Callable[[Call], Target]
     _target: Target | None = None
     mode: str | None = None  # "translated" or "passthrough", for the access log
+    _payload: Any = _UNPARSED
+
+    def json(self) -> Any:
+        """The body parsed once, shared by routing, the endpoint and the access
+        log (:class:`InvalidRequest` when it is not JSON)."""
+        if self._payload is _UNPARSED:
+            self._payload = parse_json(self.body)
+        return self._payload
+
+    def field(self, name: str) -> Any:
+        """A top-level field of a JSON object body; None for any other body."""
+        try:
+            payload = self.json()
+        except InvalidRequest:
+            return None  # the endpoint reports malformed JSON itself
+        return payload.get(name) if isinstance(payload, dict) else None
 
     @property
     def resolved(self) -> Target | None:
@@ -63,7 +83,7 @@ class Call:
     @property
     def target(self) -> Target:
         if self._target is None:
-            self._target = self.resolve(self.scope, self.body)
+            self._target = self.resolve(self)
         return self._target
 
 

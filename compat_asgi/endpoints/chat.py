@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from compat_asgi.asgi import (
     SSE_HEADERS,
     Responder,
     is_event_stream,
-    parse_json,
     parse_upstream_json,
     pump,
     raise_for_status,
@@ -20,7 +18,7 @@ from compat_asgi.core.chat_streams import (
     completion_chunks,
     response_to_chat_completion,
 )
-from compat_asgi.core.sse import DONE_FRAME, encode_data
+from compat_asgi.core.sse import DONE_FRAME, encode_chunks, encode_data
 from compat_asgi.endpoints import Call, post_json
 from compat_asgi.errors import CompatError
 from compat_asgi.settings import Settings
@@ -30,10 +28,6 @@ __all__ = ["ChatOverResponses", "RESPONSES_PATH"]
 logger = logging.getLogger("compat_asgi")
 
 RESPONSES_PATH = "/v1/responses"
-
-
-def _encode(chunks: list[dict[str, Any]]) -> bytes:
-    return b"".join([encode_data(chunk) for chunk in chunks])
 
 
 class _EncodedChat:
@@ -52,10 +46,10 @@ class _EncodedChat:
         return b""  # a chat stream has no preamble: the role chunk comes with the first event
 
     def feed(self, data: bytes) -> bytes:
-        return _encode(self.core.feed_bytes(data))
+        return encode_chunks(self.core.feed_bytes(data))
 
     def close(self) -> bytes:
-        tail = _encode(self.core.close()) + DONE_FRAME
+        tail = encode_chunks(self.core.close()) + DONE_FRAME
         if self.core.ignored_events:
             # Hosted-tool progress, annotations ...: no chat equivalent, but not silently lost.
             logger.info("%d upstream Responses events have no chat equivalent", self.core.ignored_events)
@@ -72,7 +66,7 @@ class ChatOverResponses:
 
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
-        translated = chat_to_responses(parse_json(call.body))
+        translated = chat_to_responses(call.json())
         target = call.target
         target.adapt(translated.responses, "max_output_tokens")
         upstream = await post_json(call, settings, RESPONSES_PATH, translated.responses)
@@ -103,6 +97,6 @@ class ChatOverResponses:
             # The upstream answered a streamed request whole: send it as a stream.
             chunks = completion_chunks(completion, include_usage=translated.include_usage)
             await responder.start(200, SSE_HEADERS)
-            await responder.body(_encode(chunks) + DONE_FRAME, more_body=False)
+            await responder.body(encode_chunks(chunks) + DONE_FRAME, more_body=False)
         finally:
             await upstream.aclose()

@@ -6,27 +6,29 @@ import orjson
 
 from compat_asgi.asgi import Responder, response_headers, route_path, upstream_headers
 from compat_asgi.endpoints import Call, Target
+from compat_asgi.errors import InvalidRequest
 from compat_asgi.settings import Settings
 
 __all__ = ["Passthrough"]
 
 
-def _adapted(body: bytes, target: Target, path: str) -> bytes:
+def _adapted(call: Call, target: Target, path: str) -> bytes:
     """The body with the target's model id and options applied; bodies that
     are not JSON objects are the backend's business and pass unchanged."""
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
+        payload = call.json()
+    except InvalidRequest:
+        return call.body
     if not isinstance(payload, dict):
-        return body
+        return call.body
     if path.endswith("/chat/completions"):
         limit: str | None = "max_tokens"
     elif path.endswith("/responses"):
         limit = "max_output_tokens"
     else:
         limit = None  # embeddings and the like have no output limit
-    return orjson.dumps(target.adapt(payload, limit))
+    # A copy: the parsed body is shared, and the access log wants the public model.
+    return orjson.dumps(target.adapt(dict(payload), limit))
 
 
 class Passthrough:
@@ -38,7 +40,7 @@ class Passthrough:
         target = call.target
         body = call.body
         if target.model is not None or target.drop_fields or target.max_output_tokens is not None:
-            body = _adapted(body, target, route_path(scope))
+            body = _adapted(call, target, route_path(scope))
         upstream = await target.upstream.request(
             scope["method"],
             # This server's prefix maps onto the upstream's /v1.

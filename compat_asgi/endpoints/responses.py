@@ -9,14 +9,13 @@ from compat_asgi.asgi import (
     SSE_HEADERS,
     Responder,
     is_event_stream,
-    parse_json,
     parse_upstream_json,
     pump,
     raise_for_status,
 )
 from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
-from compat_asgi.core.sse import encode_event
+from compat_asgi.core.sse import encode_events
 from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
 from compat_asgi.endpoints import Call, post_json
 from compat_asgi.endpoints.history import (
@@ -34,10 +33,6 @@ __all__ = ["ResponsesOverChat", "CHAT_PATH"]
 logger = logging.getLogger("compat_asgi")
 
 CHAT_PATH = "/v1/chat/completions"
-
-
-def _encode(events: list[dict[str, Any]]) -> bytes:
-    return b"".join([encode_event(event) for event in events])
 
 
 class _EncodedStream:
@@ -60,16 +55,16 @@ class _EncodedStream:
         return data
 
     def start(self) -> bytes:
-        return self.keep(_encode(self.core.start()))
+        return self.keep(encode_events(self.core.start()))
 
     def feed(self, data: bytes) -> bytes:
-        return self.keep(_encode(self.core.feed_bytes(data)))
+        return self.keep(encode_events(self.core.feed_bytes(data)))
 
     def close(self) -> bytes:
-        return self.keep(_encode(self.core.close()))
+        return self.keep(encode_events(self.core.close()))
 
     def fail(self, error: CompatError) -> bytes:
-        return self.keep(_encode(self.core.fail(error)))
+        return self.keep(encode_events(self.core.fail(error)))
 
 
 class ResponsesOverChat:
@@ -128,7 +123,7 @@ class ResponsesOverChat:
 
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
-        body = parse_json(call.body)
+        body = call.json()
         translated, items = await self._translate(body, call)
         echo = translated.echo
         target = call.target
@@ -170,9 +165,9 @@ class ResponsesOverChat:
             events = core.start()
             events += core.feed(completion_to_chunk(completion))
             events += core.finish(saw_done=True)
-            stream.keep(_encode(events))
+            stream.keep(encode_events(events))
             await save()
             await responder.start(200, SSE_HEADERS)
-            await responder.body(_encode(events), more_body=False)
+            await responder.body(encode_events(events), more_body=False)
         finally:
             await upstream.aclose()
