@@ -152,7 +152,6 @@ class CompatMiddleware:
             ids=ids or RandomIds(),
             clock=clock or system_clock,
             strip_authorization=bool(api_keys),
-            translation=translation,
         )
         self._api_keys = [key.encode() for key in api_keys]
         self._max_concurrent = max_concurrent_requests

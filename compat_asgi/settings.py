@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compat_asgi.core.ids import Clock, IdFactory
-from compat_asgi.core.options import RequestOptions
 
 __all__ = [
     "Settings",
@@ -32,4 +31,3 @@ class Settings:
     clock: Clock
     # The client's Authorization header is ours (API keys are configured), not the upstream's.
     strip_authorization: bool
-    translation: RequestOptions
