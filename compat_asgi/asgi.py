@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from compat_asgi.core.sse import encode_comment
 from compat_asgi.errors import (
     CompatError,
     InvalidRequest,
@@ -48,7 +49,7 @@ SSE_HEADERS: Headers = [
     # nginx and similar proxies buffer responses unless told not to.
     (b"x-accel-buffering", b"no"),
 ]
-KEEPALIVE = b": keepalive\n\n"
+KEEPALIVE = encode_comment(b"keepalive")
 _MAX_ERROR_BODY = 64 << 10
 # Framing, hop-by-hop (RFC 9110 section 7.6.1) and encoding headers belong to
 # each hop; the body we send is never the upstream's encoded body.
