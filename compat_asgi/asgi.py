@@ -19,7 +19,7 @@ from compat_asgi.errors import (
     UpstreamStatusError,
 )
 from compat_asgi.types import Headers, Receive, Scope, Send
-from compat_asgi.upstream import UpstreamResponse
+from compat_asgi.upstream import UpstreamResponse, connection_tokens
 
 __all__ = [
     "ClientGone",
@@ -200,10 +200,14 @@ def is_event_stream(headers: Headers) -> bool:
 def upstream_headers(scope: Scope, *, keep_authorization: bool, json_body: bool) -> Headers:
     """Client headers as forwarded upstream: minus hop-by-hop and framing headers,
     minus ``Authorization`` when it was the key for this server, not the upstream's."""
+    client = scope.get("headers", ())
     drop = _HOP_BY_HOP if keep_authorization else _HOP_BY_HOP | {b"authorization"}
+    named = connection_tokens(client)
+    if named:
+        drop = drop | named
     if json_body:
         drop = drop | {b"content-type", b"accept"}
-    headers = [(k, v) for k, v in scope.get("headers", ()) if k not in drop]
+    headers = [(k, v) for k, v in client if k not in drop]
     if json_body:
         headers += [
             (b"content-type", b"application/json"),
@@ -213,8 +217,10 @@ def upstream_headers(scope: Scope, *, keep_authorization: bool, json_body: bool)
 
 
 def response_headers(headers: Headers) -> Headers:
-    """Upstream response headers as passed on to the client."""
-    return [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
+    """Upstream response headers as passed on to the client (minus those the
+    upstream's ``Connection`` header names)."""
+    named = connection_tokens(headers)
+    return [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP and k.lower() not in named]
 
 
 async def raise_for_status(upstream: UpstreamResponse) -> None:

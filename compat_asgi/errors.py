@@ -22,6 +22,9 @@ __all__ = [
     "UnsupportedMediaType",
     "Conflict",
     "RequestTooLarge",
+    "RequestTimeout",
+    "URITooLong",
+    "InternalError",
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamStatusError",
@@ -123,6 +126,28 @@ class RequestTooLarge(CompatError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RequestTimeout(CompatError):
+    """The client did not finish sending its request body in time (408)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class URITooLong(CompatError):
+    status = 414
+    type = "invalid_request_error"
+    code = "uri_too_long"
+
+
+class InternalError(CompatError):
+    """A bug in this server, not the upstream's fault nor the client's (500)."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
 
 
 class UpstreamError(CompatError):

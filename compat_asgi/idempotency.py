@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from compat_asgi.errors import Conflict
 from compat_asgi.types import Headers, Message, Send
 
-__all__ = ["IdempotencyCache", "DEFAULT_WINDOW", "REPLAYED_HEADER"]
+__all__ = ["IdempotencyCache", "DEFAULT_WINDOW", "DEFAULT_MAX_BYTES", "MAX_KEY_BYTES", "REPLAYED_HEADER"]
 
 DEFAULT_WINDOW = 24 * 3600.0
+DEFAULT_MAX_BYTES = 64 << 20  # answers kept in all, oldest dropped first
+MAX_KEY_BYTES = 256  # longer keys are refused, never cut (cut keys would collide)
 _MAX_ENTRIES = 10_000
 _MAX_BODY = 8 << 20  # larger answers are not kept
 REPLAYED_HEADER = (b"idempotent-replayed", b"true")
@@ -35,25 +37,42 @@ class _Entry:
     headers: Headers = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     keep: bool = False
+    size: int = 0  # bytes counted against the cache's limit
 
 
 class IdempotencyCache:
     def __init__(
         self, window: float = DEFAULT_WINDOW, *, max_entries: int = _MAX_ENTRIES,
-        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window = window
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0  # body and header bytes of the entries held
         self._clock = clock
         self._entries: OrderedDict[tuple[str | None, str], _Entry] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        """Bytes of answers held now."""
+        return self._bytes
+
+    def _drop(self, slot: tuple[str | None, str]) -> None:
+        entry = self._entries.pop(slot, None)
+        if entry is not None:
+            self._bytes -= entry.size
 
     def _expire(self) -> None:
         horizon = self._clock() - self.window
         while self._entries:
-            entry = next(iter(self._entries.values()))
-            if entry.created >= horizon and len(self._entries) <= self._max_entries:
+            slot, entry = next(iter(self._entries.items()))
+            if (
+                entry.created >= horizon
+                and len(self._entries) <= self._max_entries
+                and self._bytes <= self._max_bytes
+            ):
                 break
-            self._entries.popitem(last=False)
+            self._drop(slot)
 
     async def replay(self, owner: str | None, key: str, path: str, body: bytes, send: Send) -> Send | None:
         """Answer from the cache (returns None), or return the ``send`` to use
@@ -75,6 +94,7 @@ class IdempotencyCache:
                 await send({"type": "http.response.body", "body": bytes(entry.body), "more_body": False})
                 return None
             # The first attempt failed on the server side: this retry runs for real.
+        self._drop(slot)
         entry = self._entries[slot] = _Entry(digest, self._clock())
 
         async def recording_send(message: Message) -> None:
@@ -85,8 +105,14 @@ class IdempotencyCache:
                 if len(entry.body) <= _MAX_BODY:
                     entry.body += message.get("body", b"")
                 if not message.get("more_body", False):
-                    entry.keep = entry.status < 500 and len(entry.body) <= _MAX_BODY
+                    entry.keep = entry.status < 500 and len(entry.body) <= min(_MAX_BODY, self._max_bytes)
+                    if not entry.keep:
+                        entry.body = bytearray()  # nothing to replay: let the memory go
+                    elif self._entries.get(slot) is entry:  # not already evicted
+                        entry.size = len(entry.body) + sum(len(k) + len(v) for k, v in entry.headers)
+                        self._bytes += entry.size
                     entry.done.set()
+                    self._expire()
             await send(message)
 
         return recording_send
@@ -97,4 +123,4 @@ class IdempotencyCache:
         if entry is not None and not entry.done.is_set():
             entry.keep = False
             entry.done.set()
-            del self._entries[(owner, key)]
+            self._drop((owner, key))

@@ -27,7 +27,7 @@ from compat_asgi.asgi import (
     serve_lifespan,
     watch_disconnect,
 )
-from compat_asgi.bodies import read_decoded_body
+from compat_asgi.bodies import check_json_depth, read_decoded_body
 from compat_asgi.config import RoutingConfig, parse_config
 from compat_asgi.core.ids import Clock, IdFactory, RandomIds, system_clock
 from compat_asgi.core.options import RequestOptions
@@ -41,18 +41,24 @@ from compat_asgi.endpoints.responses import ResponsesOverChat
 from compat_asgi.endpoints.stored import StoredResponses
 from compat_asgi.errors import (
     CompatError,
+    InternalError,
+    InvalidRequest,
     NotFound,
+    RequestTimeout,
     ServerBusy,
     Unauthorized,
-    UpstreamError,
 )
-from compat_asgi.idempotency import IdempotencyCache
-from compat_asgi.observability import AccessLog, Metrics, RequestRecord
+from compat_asgi.idempotency import DEFAULT_MAX_BYTES, MAX_KEY_BYTES, IdempotencyCache
+from compat_asgi.observability import AccessLog, Metrics, RequestRecord, log_safe
+from compat_asgi.paths import api_path
 from compat_asgi.routing import Router
 from compat_asgi.settings import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_KEEPALIVE,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_HISTORY_BYTES,
+    DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_UPSTREAM_BODY,
     Settings,
 )
@@ -60,6 +66,7 @@ from compat_asgi.store import Store, open_store
 from compat_asgi.types import ASGIApp, Headers, Message, Receive, Scope, Send
 from compat_asgi.upstream import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_TIMEOUT,
     DEFAULT_TIMEOUT,
     AppUpstream,
     HTTPUpstream,
@@ -100,12 +107,16 @@ class CompatMiddleware:
         upstream_key: str | None = None,
         upstream_timeout: float = DEFAULT_TIMEOUT,
         upstream_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        upstream_pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         prefix: str = "/v1",
         api_keys: Sequence[str] = (),
         max_body_size: int = DEFAULT_MAX_BODY,
         max_line_size: int = DEFAULT_MAX_LINE,
         max_upstream_body_size: int = DEFAULT_MAX_UPSTREAM_BODY,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
         keepalive_interval: float = DEFAULT_KEEPALIVE,
         drop_unsupported_tools: bool = False,
         think_tags: bool = False,
@@ -114,6 +125,7 @@ class CompatMiddleware:
         access_log: Literal["json", "text"] | None = None,
         metrics: bool = False,
         idempotency_window: float = 0.0,
+        idempotency_max_bytes: int = DEFAULT_MAX_BYTES,
         ids: IdFactory | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -129,6 +141,11 @@ class CompatMiddleware:
             ("max_upstream_body_size", max_upstream_body_size),
             ("max_concurrent_requests", max_concurrent_requests),
             ("keepalive_interval", keepalive_interval),
+            ("body_timeout", body_timeout),
+            ("max_json_depth", max_json_depth),
+            ("max_history_bytes", max_history_bytes),
+            ("idempotency_max_bytes", idempotency_max_bytes),
+            ("upstream_pool_timeout", upstream_pool_timeout),
         ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
@@ -152,10 +169,13 @@ class CompatMiddleware:
             ids=ids or RandomIds(),
             clock=clock or system_clock,
             strip_authorization=bool(api_keys),
+            max_history_bytes=max_history_bytes,
         )
         self._api_keys = [key.encode() for key in api_keys]
         self._max_concurrent = max_concurrent_requests
         self._active = 0
+        self._body_timeout = body_timeout
+        self._max_json_depth = max_json_depth
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
 
         if config is not None:
@@ -171,6 +191,10 @@ class CompatMiddleware:
                     api_key=upstream_key,
                     timeout=upstream_timeout,
                     connect_timeout=upstream_connect_timeout,
+                    pool_timeout=upstream_pool_timeout,
+                    # As many connections as requests may be in flight: a request
+                    # admitted is never left queueing for a connection.
+                    max_connections=max_concurrent_requests,
                 )
             elif upstream is not None:
                 only = upstream
@@ -207,7 +231,11 @@ class CompatMiddleware:
         self._access_log = AccessLog(access_log) if access_log is not None else None
         self._metrics = Metrics(prefix=self.prefix) if metrics else None
         self._observe = self._access_log is not None or self._metrics is not None
-        self._idempotency = IdempotencyCache(idempotency_window) if idempotency_window > 0 else None
+        self._idempotency = (
+            IdempotencyCache(idempotency_window, max_bytes=idempotency_max_bytes)
+            if idempotency_window > 0
+            else None
+        )
         self._ops: dict[str, Callable[[Send], Awaitable[None]]] = {}
         if health:
             self._ops["/healthz"] = self._healthz
@@ -227,7 +255,11 @@ class CompatMiddleware:
             else:
                 await send_error(send, NotFound(f"No route for {scope['method']} {path}"))
             return
-        request_id = _request_id(scope)
+        request_id, accepted = _request_id(scope)
+        if not accepted:
+            # The upstream (and the app) see the id the client is given, not a refused one.
+            headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"x-request-id"]
+            scope = {**scope, "headers": [*headers, (b"x-request-id", request_id)]}
         record = None
         if self._observe:
             record = RequestRecord(request_id.decode(), scope["method"], path, started=time.perf_counter())
@@ -237,8 +269,17 @@ class CompatMiddleware:
         try:
             if operation is not None:
                 await operation(observed)
-            else:
-                await self._dispatch(scope, receive, observed, path, record)
+                return
+            try:
+                # Checked before routing: what is routed and what may be
+                # forwarded are the same bytes, whichever handler takes it.
+                api_path(scope, self.prefix)
+            except CompatError as exc:
+                if record is not None:
+                    record.error = exc.code
+                await send_error(observed, exc)
+                return
+            await self._dispatch(scope, receive, observed, path, record)
         finally:
             if record is not None:
                 self._report(record)
@@ -363,21 +404,31 @@ class CompatMiddleware:
     ) -> None:
         """Run ``handler`` with limits applied, the client's disconnect cancelling
         it, and every error turned into OpenAI's envelope or stream events."""
-        if self._active >= self._max_concurrent:
-            await send_error(
-                send,
-                ServerBusy(
+        call: Call | None = None
+        key: str | None = None
+        responder = Responder(send)
+        working = False
+        try:
+            key = _idempotency_key(scope) if self._idempotency is not None else None
+            try:
+                async with asyncio.timeout(self._body_timeout):
+                    body = await read_decoded_body(
+                        receive, scope.get("headers", ()), self.settings.max_body_size
+                    )
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {self._body_timeout:g} seconds."
+                ) from None
+            check_json_depth(body, self._max_json_depth)
+            # Only work in progress holds a slot: a client still sending its
+            # body (or stalling) costs no more than its connection.
+            if self._active >= self._max_concurrent:
+                raise ServerBusy(
                     f"The server is handling {self._max_concurrent} requests; retry shortly.",
                     headers=[(b"retry-after", b"1")],
-                ),
-            )
-            return
-        self._active += 1
-        call: Call | None = None
-        key = _idempotency_key(scope) if self._idempotency is not None else None
-        responder = Responder(send)
-        try:
-            body = await read_decoded_body(receive, scope.get("headers", ()), self.settings.max_body_size)
+                )
+            self._active += 1
+            working = True
             call = Call(scope, body, owner, self.router.resolve)
             # Streams are not replayed: they are the client's to resume.
             if key is not None and self._idempotency is not None and call.field("stream") is not True:
@@ -406,17 +457,18 @@ class CompatMiddleware:
             if record is not None:
                 record.error = exc.code
             if responder.started:
-                logger.warning("error after the response started: %s", exc.message)
+                logger.warning("error after the response started: %s", log_safe(exc.message))
             else:
                 await responder.send_error(exc)
         except Exception:
-            logger.exception("unhandled error while serving %s", scope.get("path"))
+            logger.exception("unhandled error while serving %s", log_safe(str(scope.get("path"))))
             if record is not None:
                 record.error = "internal_error"
             if not responder.started:
-                await responder.send_error(UpstreamError("internal error", status=500))
+                await responder.send_error(InternalError("The server had an error while processing your request."))
         finally:
-            self._active -= 1
+            if working:
+                self._active -= 1
             if key is not None and self._idempotency is not None:
                 self._idempotency.abandon(owner, key)
             if record is not None and call is not None:
@@ -464,12 +516,12 @@ async def _reachable(upstream: Upstream) -> bool:
     return True
 
 
-def _request_id(scope: Scope) -> bytes:
-    """The client's ``x-request-id`` when it is a sane token, else a new one."""
+def _request_id(scope: Scope) -> tuple[bytes, bool]:
+    """The client's ``x-request-id`` when it is a sane token (True), else a new one."""
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
-            return bytes(value)
-    return b"req_" + os.urandom(12).hex().encode()
+            return bytes(value), True
+    return b"req_" + os.urandom(12).hex().encode(), False
 
 
 def _idempotency_key(scope: Scope) -> str | None:
@@ -477,7 +529,13 @@ def _idempotency_key(scope: Scope) -> str | None:
         return None
     for name, value in scope.get("headers", ()):
         if name == b"idempotency-key" and value:
-            return bytes(value[:256]).decode("latin-1")
+            if len(value) > MAX_KEY_BYTES:
+                raise InvalidRequest(
+                    f"The Idempotency-Key header is longer than {MAX_KEY_BYTES} bytes.",
+                    param="Idempotency-Key",
+                    code="invalid_idempotency_key",
+                )
+            return bytes(value).decode("latin-1")
     return None
 
 

@@ -17,7 +17,7 @@ import orjson
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["RequestRecord", "AccessLog", "Metrics", "path_template"]
+__all__ = ["RequestRecord", "AccessLog", "Metrics", "path_template", "log_safe"]
 
 
 @dataclass(slots=True)
@@ -58,9 +58,20 @@ class RequestRecord:
 
 # Paths arrive percent-decoded, so a client can put a newline or a quote in one;
 # such values are quoted and escaped so one request stays one parseable line.
-_NEEDS_QUOTES = re.compile(r'[\s"=\\\x00-\x1f\x7f-\x9f]')
-# orjson leaves these raw, but some log viewers break lines on them.
-_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
+# orjson escapes only C0 controls, '"' and '\\'; these it leaves raw, yet
+# terminals act on them (DEL, C1 controls such as U+009B, the 8-bit CSI) or log
+# viewers break lines or reorder text on them (U+2028/2029, bidi controls).
+_UNSAFE = [*range(0x7F, 0xA0), 0x2028, 0x2029, *range(0x200E, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPES = str.maketrans({code: f"\\u{code:04x}" for code in _UNSAFE})
+_NEEDS_QUOTES = re.compile(
+    r'[\s"=\\\x00-\x1f' + "".join(re.escape(chr(code)) for code in _UNSAFE) + "]"
+)
+
+
+def log_safe(value: str) -> str:
+    """``value`` as a JSON string literal with every control and line or text
+    direction character escaped: one client-supplied value, one log token."""
+    return orjson.dumps(value).decode().translate(_ESCAPES)
 
 
 def _text_value(value: str | None) -> str:
@@ -68,7 +79,7 @@ def _text_value(value: str | None) -> str:
         return "-"
     if value and not _NEEDS_QUOTES.search(value):
         return value
-    return orjson.dumps(value).decode().translate(_LINE_BREAKS)
+    return log_safe(value)
 
 
 def _ms(value: float | None) -> float | None:
@@ -117,7 +128,7 @@ class AccessLog:
                 "ttfb_ms": _ms(record.ttfb_ms),
                 "duration_ms": _ms(record.duration_ms),
             }
-        ).decode()
+        ).decode().translate(_ESCAPES)
 
     @staticmethod
     def _text(record: RequestRecord) -> str:

@@ -12,12 +12,23 @@ __all__ = [
     "DEFAULT_MAX_UPSTREAM_BODY",
     "DEFAULT_KEEPALIVE",
     "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_HISTORY_BYTES",
 ]
 
 DEFAULT_MAX_BODY = 1 << 20  # client request body
 DEFAULT_MAX_UPSTREAM_BODY = 32 << 20  # a non-streamed upstream answer
 DEFAULT_KEEPALIVE = 15.0  # seconds of silence before an SSE comment is sent
 DEFAULT_MAX_CONCURRENT = 1024  # requests in flight to the upstream
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds a client may take to send its request body
+# Nesting levels of a JSON request body; deeper bodies are refused before any
+# work (orjson re-encodes at most 254 levels, and no real request needs 128).
+DEFAULT_MAX_JSON_DEPTH = 128
+# Bytes of stored history (previous_response_id chain, conversation) one
+# request may pull in: a tiny request naming a long chain must not send
+# gigabytes upstream.
+DEFAULT_MAX_HISTORY_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +42,4 @@ class Settings:
     clock: Clock
     # The client's Authorization header is ours (API keys are configured), not the upstream's.
     strip_authorization: bool
+    max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES

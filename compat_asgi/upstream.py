@@ -18,7 +18,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from compat_asgi.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from compat_asgi.errors import (
+    InvalidRequest,
+    ServerBusy,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from compat_asgi.paths import app_path, checked_path
 from compat_asgi.types import ASGIApp, Headers, Message, Scope
 
 __all__ = [
@@ -28,10 +35,25 @@ __all__ = [
     "HTTPUpstream",
     "DEFAULT_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_POOL_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "connection_tokens",
 ]
 
 DEFAULT_TIMEOUT = 600.0  # seconds of upstream silence tolerated (models can think for long)
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# Seconds a request waits for a free pooled upstream connection before it is
+# answered 503 server_busy: queueing longer only hides an overload from clients.
+DEFAULT_POOL_TIMEOUT = 5.0
+DEFAULT_MAX_CONNECTIONS = 256
+# Content codings httpx decodes here (br and zstd only with their optional
+# packages); a body in any other coding is passed on as it came, or refused.
+try:
+    from httpx._decoders import SUPPORTED_DECODERS as _HTTPX_DECODERS
+
+    _DECODABLE = frozenset(name.encode() for name in _HTTPX_DECODERS)
+except ImportError:  # pragma: no cover - httpx moved its private module
+    _DECODABLE = frozenset({b"identity", b"gzip", b"deflate"})
 _APP_QUEUE_SIZE = 64  # body messages buffered from an in-process app before it is paused
 _READ_AHEAD = 64 << 10  # bytes of an HTTP body read ahead of its consumer, at most
 # Hop-by-hop and framing headers are the proxy's own business (RFC 9110 section 7.6.1).
@@ -55,8 +77,10 @@ _DROP_REQUEST_HEADERS = frozenset(
 class UpstreamResponse(Protocol):
     status: int
     headers: Headers
+    # A Content-Encoding this server cannot decode (then kept in ``headers``).
+    undecodable: str | None
 
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def chunks(self, *, undecoded: bool = False) -> AsyncIterator[bytes]: ...
 
     async def read(self, limit: int) -> bytes: ...
 
@@ -83,12 +107,25 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+def connection_tokens(headers: Headers) -> frozenset[bytes]:
+    """Header names listed in ``Connection``: hop-by-hop for this one
+    connection, never forwarded (RFC 9110 section 7.6.1)."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            names.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return frozenset(names)
+
+
 def forward_headers(headers: Headers, authorization: bytes | None) -> Headers:
     """Client request headers as sent on to the upstream."""
+    named = connection_tokens(headers)
     out = [
         (k, v)
         for k, v in headers
-        if k not in _DROP_REQUEST_HEADERS and not (authorization and k == b"authorization")
+        if k not in _DROP_REQUEST_HEADERS
+        and k not in named
+        and not (authorization and k == b"authorization")
     ]
     if authorization:
         out.append((b"authorization", authorization))
@@ -123,7 +160,7 @@ class _AppResponse:
         # We ask for identity encoding, but an app may compress regardless
         # (a GZip middleware inside the wrapped app): undo what we can.
         self._decoder: Any = None
-        self._unsupported: str | None = None
+        self.undecodable: str | None = None
         self.headers: Headers = []
         for name, value in headers:
             if name.lower() != b"content-encoding":
@@ -135,12 +172,12 @@ class _AppResponse:
                 self.headers = [(k, v) for k, v in self.headers if k.lower() != b"content-length"]
             elif coding != b"identity":
                 self.headers.append((name, value))
-                self._unsupported = coding.decode("latin-1")
+                self.undecodable = coding.decode("latin-1")
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        if self._unsupported is not None:
+    async def chunks(self, *, undecoded: bool = False) -> AsyncIterator[bytes]:
+        if self.undecodable is not None and not undecoded:
             raise UpstreamProtocolError(
-                f"the wrapped app compressed its response with {self._unsupported!r}; "
+                f"the wrapped app compressed its response with {self.undecodable!r}; "
                 "put compression middleware outside CompatMiddleware, not inside"
             )
         queue = self._queue
@@ -212,6 +249,8 @@ class AppUpstream:
         query: bytes = b"",
         scope: Scope | None = None,
     ) -> UpstreamResponse:
+        # Callers pass checked paths; this is the last line of defence for all of them.
+        path = checked_path(path.encode("utf-8"), encoded_slash=True)
         base = dict(scope) if scope is not None else {}
         child: Scope = {
             **base,
@@ -220,7 +259,7 @@ class AppUpstream:
             "http_version": base.get("http_version", "1.1"),
             "method": method,
             "scheme": base.get("scheme", "http"),
-            "path": base.get("root_path", "") + path,
+            "path": base.get("root_path", "") + app_path(path),
             "raw_path": (base.get("root_path", "") + path).encode(),
             "query_string": query,
             "root_path": base.get("root_path", ""),
@@ -269,15 +308,41 @@ class _HTTPResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
-        self.headers: Headers = list(response.headers.raw)
         self._reader: asyncio.Task[None] | None = None
+        codings = [
+            token.strip().lower()
+            for name, value in response.headers.raw
+            if name.lower() == b"content-encoding"
+            for token in value.split(b",")
+            if token.strip()
+        ]
+        self._decoded = any(coding != b"identity" for coding in codings)
+        # A coding httpx cannot decode: it would silently hand over the encoded
+        # bytes as if plain. Passthrough sends them on with their header;
+        # everything that parses the body refuses them (chunks()).
+        unknown = [coding for coding in codings if coding not in _DECODABLE]
+        self.undecodable = b", ".join(unknown).decode("latin-1") if unknown else None
+        if self._decoded and self.undecodable is None:
+            # httpx hands over decoded bytes: the encoding headers no longer apply.
+            self.headers: Headers = [
+                (k, v)
+                for k, v in response.headers.raw
+                if k.lower() not in (b"content-encoding", b"content-length")
+            ]
+        else:
+            self.headers = list(response.headers.raw)
 
-    async def _pieces(self) -> AsyncIterator[bytes]:
+    async def _pieces(self, *, undecoded: bool = False) -> AsyncIterator[bytes]:
         """The body as httpx yields it: one piece per HTTP chunk, which from
         most servers means one per SSE event, however many a socket read brought."""
+        if self.undecodable is not None and not undecoded:
+            raise UpstreamProtocolError(
+                f"the upstream answered with Content-Encoding {self.undecodable!r}, "
+                "which this server cannot decode"
+            )
         # Undecoded bytes need no decoder and chunker layer per piece.
-        encoded = "content-encoding" in self._response.headers
-        pieces = self._response.aiter_bytes() if encoded else self._response.aiter_raw()
+        decode = self._decoded and self.undecodable is None
+        pieces = self._response.aiter_bytes() if decode else self._response.aiter_raw()
         try:
             async for piece in pieces:
                 yield piece
@@ -286,9 +351,13 @@ class _HTTPResponse:
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed mid-response: {exc!r}") from exc
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self, *, undecoded: bool = False) -> AsyncIterator[bytes]:
         """The body as it arrives; pieces that arrived while the consumer was
         busy come joined as one chunk.
+
+        A body in a Content-Encoding this server cannot decode raises
+        :class:`UpstreamProtocolError`, unless ``undecoded`` asks for its bytes
+        as they are (``headers`` then still carry the coding).
 
         Translating and sending once per batch instead of once per event halves
         the CPU per event under load. The first piece is read directly, so the
@@ -296,7 +365,7 @@ class _HTTPResponse:
         consumer works. It never waits to fill a batch and stays at most
         ``_READ_AHEAD`` bytes ahead.
         """
-        pieces = self._pieces()
+        pieces = self._pieces(undecoded=undecoded)
         first = await anext(pieces, None)
         if first is None:
             return
@@ -379,7 +448,8 @@ class HTTPUpstream:
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = 256,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         parts = urlsplit(base_url)
@@ -388,9 +458,10 @@ class HTTPUpstream:
         self.origin = f"{parts.scheme}://{parts.netloc}"
         # OpenAI-style base URLs end in /v1; a bare origin means the same.
         self.path_prefix = parts.path.rstrip("/").removesuffix("/v1")
+        self.pool_timeout = pool_timeout
         self._authorization = f"Bearer {api_key}".encode() if api_key else None
         self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=pool_timeout),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -409,22 +480,50 @@ class HTTPUpstream:
         query: bytes = b"",
         scope: Scope | None = None,
     ) -> UpstreamResponse:
-        url = self.origin + self.path_prefix + path
+        # Callers pass checked paths; this is the last line of defence for all
+        # of them, as httpx would resolve a dot-segment out of the base path.
+        url = self.origin + self.path_prefix + checked_path(path.encode("utf-8"), encoded_slash=True)
         if query:
             url += "?" + query.decode("latin-1")
-        request = self._client.build_request(
-            method,
-            url,
-            headers=forward_headers(headers, self._authorization),
-            content=body,
-        )
+        try:
+            request = self._client.build_request(
+                method,
+                url,
+                headers=forward_headers(headers, self._authorization),
+                content=body,
+            )
+        except (httpx.InvalidURL, UnicodeError) as exc:
+            raise InvalidRequest(f"The request cannot be forwarded: {exc}.", code="invalid_url") from None
         try:
             response = await self._client.send(request, stream=True)
+        except httpx.PoolTimeout as exc:
+            raise ServerBusy(
+                f"No upstream connection came free within {self.pool_timeout:g} s; retry shortly.",
+                headers=[(b"retry-after", b"1")],
+            ) from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"upstream {self.origin} timed out") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream {self.origin} is unreachable: {exc!r}") from exc
         return _HTTPResponse(response)
+
+    def client_location(self, location: bytes, client_base: bytes) -> bytes | None:
+        """A redirect ``Location`` from the upstream as the client may see it:
+        under the upstream's ``/v1`` it becomes the same place under
+        ``client_base`` (this server's prefix); anywhere else on the upstream,
+        None (the upstream's internal address is not the client's business).
+        Locations on other hosts and relative references pass unchanged."""
+        text = location.decode("latin-1").strip()
+        base = self.path_prefix + "/v1"
+        if text.lower().startswith(self.origin.lower() + "/") or text.lower() == self.origin.lower():
+            path = text[len(self.origin) :] or "/"
+        elif text.startswith("/") and not text.startswith("//"):
+            path = text
+        else:
+            return location
+        if path == base or path.startswith((base + "/", base + "?")):
+            return client_base + path[len(base) :].encode("latin-1")
+        return None
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from compat_asgi.core.ids import IdFactory
 from compat_asgi.errors import InvalidRequest, NotFound
+from compat_asgi.settings import DEFAULT_MAX_HISTORY_BYTES
 from compat_asgi.store import Store
 
 __all__ = ["MAX_CHAIN", "input_items", "load_history", "resolve_references", "conversation_id"]
@@ -57,12 +60,26 @@ def conversation_id(body: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def load_history(store: Store, body: dict[str, Any], owner: str | None) -> list[dict[str, Any]]:
-    """Input and output items of everything the request continues, oldest first."""
+def _history_too_large(param: str, limit: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"The stored history this request continues is larger than {limit} bytes; "
+        "start a new chain, or send the items you need as input.",
+        param=param,
+        code="history_too_large",
+    )
+
+
+async def load_history(
+    store: Store, body: dict[str, Any], owner: str | None, *, max_bytes: int = DEFAULT_MAX_HISTORY_BYTES
+) -> list[dict[str, Any]]:
+    """Input and output items of everything the request continues, oldest
+    first; :class:`InvalidRequest` once they exceed ``max_bytes`` as JSON (a
+    few bytes of request must not pull gigabytes from the store and upstream)."""
     previous = body.get("previous_response_id")
     if isinstance(previous, str) and previous:
         turns: list[list[dict[str, Any]]] = []
         seen: set[str] = set()
+        size = 0
         while previous and previous not in seen and len(seen) < MAX_CHAIN:
             seen.add(previous)
             record = await store.get(previous, owner=owner)
@@ -74,13 +91,21 @@ async def load_history(store: Store, body: dict[str, Any], owner: str | None) ->
                         code="previous_response_not_found",
                     )
                 break  # an older link expired: continue from what is left
-            turns.append(record.input_items + list(record.response.get("output") or ()))
+            turn = record.input_items + list(record.response.get("output") or ())
+            # Counted turn by turn, so loading stops at the first turn past the limit.
+            size += len(orjson.dumps(turn))
+            if size > max_bytes:
+                raise _history_too_large("previous_response_id", max_bytes)
+            turns.append(turn)
             link = record.response.get("previous_response_id")
             previous = link if isinstance(link, str) else None
         return [item for turn in reversed(turns) for item in turn]
     conversation = conversation_id(body)
     if conversation is not None:
-        return await store.conversation_items(conversation, owner=owner) or []
+        items = await store.conversation_items(conversation, owner=owner) or []
+        if len(orjson.dumps(items)) > max_bytes:
+            raise _history_too_large("conversation", max_bytes)
+        return items
     return []
 
 

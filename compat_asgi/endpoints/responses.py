@@ -91,7 +91,9 @@ class ResponsesOverChat:
         items = input_items(body.get("input"), self.settings.ids)
         if items is None:
             return responses_to_chat(body, options), None  # raises: input is malformed
-        history = await load_history(self.store, body, owner)
+        history = await load_history(
+            self.store, body, owner, max_bytes=self.settings.max_history_bytes
+        )
         items = resolve_references(items, history)
         # Validate what the client sent first, so that error params index its own input.
         translated = responses_to_chat({**body, "input": items}, options)
