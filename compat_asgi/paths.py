@@ -29,7 +29,9 @@ _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 # Encoded controls, DEL, "\", "#", "?", and "/" (checked separately where allowed).
 _BAD_ESCAPE = re.compile(rb"%(?:[01][0-9A-Fa-f]|7[Ff]|5[Cc]|23|3[Ff])")
 _ENCODED_SLASH = re.compile(rb"%2[Ff]")
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
+# Bytes outside RFC 3986 pchar (non-ASCII, '"', '<', '`', '{', ...): sent
+# percent-encoded, as any HTTP client would, so the URL is what we checked.
+_TO_ENCODE = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]")
 # pchar plus "/" (RFC 3986 section 3.3); "%" is checked by the patterns above.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
@@ -54,8 +56,8 @@ def checked_path(raw: bytes, *, encoded_slash: bool = False) -> str:
     URL, or :class:`InvalidRequest` (:class:`URITooLong` past
     :data:`MAX_PATH_BYTES`). ``encoded_slash`` lets ``%2F`` through (an id
     that contains "/", as the OpenAI SDK encodes model ids); the pieces it
-    separates are checked as segments too. Raw non-ASCII bytes come out
-    percent-encoded, which is what any HTTP client would send."""
+    separates are checked as segments too. Raw bytes outside RFC 3986's
+    path characters (non-ASCII, '"', '`', ...) come out percent-encoded."""
     if len(raw) > MAX_PATH_BYTES:
         raise URITooLong(f"The request path is longer than {MAX_PATH_BYTES} bytes.")
     if not raw.startswith(b"/"):
@@ -72,8 +74,8 @@ def checked_path(raw: bytes, *, encoded_slash: bool = False) -> str:
         if not encoded_slash:
             raise _refuse("an encoded '/' (%2F) is not allowed here")
         _check_segments(re.split(rb"/|%2[Ff]", raw)[1:], "id")
-    if _NON_ASCII.search(raw):
-        raw = _NON_ASCII.sub(lambda match: b"%%%02X" % match.group()[0], raw)
+    if _TO_ENCODE.search(raw):
+        raw = _TO_ENCODE.sub(lambda match: b"%%%02X" % match.group()[0], raw)
     return raw.decode("ascii")
 
 
