@@ -12,17 +12,14 @@ from __future__ import annotations
 import array
 import functools
 import itertools
-import re
 import zlib
-from collections.abc import Iterable
-from typing import Protocol
-
-import orjson
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from compat_asgi.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from compat_asgi.types import Receive
 
-__all__ = ["BodyDecoder", "decoder_for", "read_decoded_body", "json_too_deep", "check_json_depth"]
+__all__ = ["BodyDecoder", "decoder_for", "read_decoded_body", "json_too_deep", "nesting_exceeds", "check_json_depth"]
 
 _ALIASES = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "zstd": "zstd", "identity": "identity"}
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -298,51 +295,75 @@ async def read_decoded_body(receive: Receive, headers: Iterable[tuple[bytes, byt
             return bytes(body)
 
 
-# JSON strings (escapes included): brackets inside them do not nest anything.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 # Keep only brackets, as +1 and -1 in signed bytes: their running sum is the depth.
 _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
 def json_too_deep(body: bytes, limit: int) -> bool:
-    """Whether ``body`` (valid or not) nests arrays/objects more than ``limit`` deep.
+    """Whether the bytes of ``body`` (valid JSON or not) nest arrays/objects
+    more than ``limit`` deep, without parsing and without recursion.
 
-    Cheap before parsing and never recursive: bodies with at most ``limit``
-    opening brackets are done after two counts; otherwise strings are cut
-    out and the depth is the highest running sum of the brackets left,
-    summed in C (a body of nothing but brackets costs milliseconds per MiB).
+    Strings are cut out (escaped backslashes and quotes removed first, so
+    every quote left delimits a string) and the depth is the highest running
+    sum of the brackets left, all in C.
     """
     if body.count(b"[") + body.count(b"{") <= limit:
         return False
-    steps = array.array("b", _JSON_STRING.sub(b"", body).translate(_BRACKET_STEPS, _NOT_BRACKETS))
+    outside = b"".join(body.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    steps = array.array("b", outside.translate(_BRACKET_STEPS, _NOT_BRACKETS))
     return max(itertools.accumulate(steps), default=0) > limit
 
 
-def _too_deep_field(body: bytes, limit: int) -> str | None:
-    """The top-level field of a too-deep JSON object that is too deep, if the
-    body parses at all (only run once a body is known to be refused)."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    for name, value in payload.items():
+_IS_CONTAINER = (dict, list).__contains__
+# Up to this many brackets a body is parsed (the handler reuses the parse) and
+# its containers walked; past it, the byte scan is cheaper than a Python loop.
+_WALK_BRACKETS = 4096
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether parsed JSON ``value`` nests arrays/objects more than ``limit``
+    deep: level by level, a Python step per container (never per scalar: the
+    children are filtered in C), stopping at the first level past ``limit``."""
+    level: list[Any] = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        deeper: list[Any] = []
+        for node in level:
+            children = node.values() if type(node) is dict else node
+            deeper.extend(itertools.compress(children, map(_IS_CONTAINER, map(type, children))))
+        level = deeper
+    return False
+
+
+def check_json_depth(body: bytes, limit: int, parsed: Callable[[], Any]) -> None:
+    """Refuse (400) a JSON body nested deeper than ``limit``, before any work
+    is done on it. ``parsed`` returns the parsed body (raising
+    :class:`InvalidRequest` when it is not JSON). Most requests cost two
+    counts; only bodies with more than ``limit`` brackets are looked into."""
+    brackets = body.count(b"[") + body.count(b"{")
+    if brackets <= limit or body.lstrip()[:1] not in (b"{", b"["):
+        return
+    value: Any = None
+    if brackets <= _WALK_BRACKETS:
         try:
-            encoded = orjson.dumps(value)
-        except orjson.JSONEncodeError:
-            return str(name)
-        if json_too_deep(encoded, limit - 1):
-            return str(name)
-    return None
-
-
-def check_json_depth(body: bytes, limit: int) -> None:
-    """Refuse (400) a JSON body nested deeper than ``limit``, before anything parses it."""
-    if body.lstrip()[:1] in (b"{", b"[") and json_too_deep(body, limit):
-        raise InvalidRequest(
-            f"The JSON body nests arrays and objects more than {limit} levels deep.",
-            param=_too_deep_field(body, limit),
-            code="json_too_deep",
-        )
+            value = parsed()
+        except InvalidRequest:
+            pass  # not JSON, or deeper than the parser goes (orjson: 1,024 levels)
+    if value is not None:
+        too_deep = nesting_exceeds(value, limit)
+    else:
+        too_deep = json_too_deep(body, limit)
+    if not too_deep:
+        return
+    field = None
+    if isinstance(value, dict):
+        field = next((str(k) for k, v in value.items() if nesting_exceeds(v, limit - 1)), None)
+    raise InvalidRequest(
+        f"The JSON body nests arrays and objects more than {limit} levels deep.",
+        param=field,
+        code="json_too_deep",
+    )

@@ -419,7 +419,9 @@ class CompatMiddleware:
                 raise RequestTimeout(
                     f"The request body did not arrive within {self._body_timeout:g} seconds."
                 ) from None
-            check_json_depth(body, self._max_json_depth)
+            call = Call(scope, body, owner, self.router.resolve)
+            # Parses (once, shared with the handler) only bodies with many brackets.
+            check_json_depth(body, self._max_json_depth, call.json)
             # Only work in progress holds a slot: a client still sending its
             # body (or stalling) costs no more than its connection.
             if self._active >= self._max_concurrent:
@@ -429,7 +431,6 @@ class CompatMiddleware:
                 )
             self._active += 1
             working = True
-            call = Call(scope, body, owner, self.router.resolve)
             # Streams are not replayed: they are the client's to resume.
             if key is not None and self._idempotency is not None and call.field("stream") is not True:
                 recording = await self._idempotency.replay(owner, key, route_path(scope), body, send)
