@@ -9,6 +9,7 @@ import tracemalloc
 import zlib
 from collections.abc import Callable
 
+import orjson
 import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,14 @@ from hypothesis import strategies as st
 
 from compat_asgi import bodies
 from compat_asgi.asgi import ClientGone
-from compat_asgi.bodies import BodyDecoder, decoder_for, read_decoded_body
+from compat_asgi.bodies import (
+    BodyDecoder,
+    check_json_depth,
+    decoder_for,
+    json_too_deep,
+    nesting_exceeds,
+    read_decoded_body,
+)
 from compat_asgi.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from compat_asgi.types import Message, Receive
 
@@ -328,3 +336,42 @@ def test_read_decoded_body_errors() -> None:
         asyncio.run(read_decoded_body(fake_receive(*cut), [(b"content-encoding", b"gzip")], LIMIT))
     with pytest.raises(UnsupportedMediaType):
         asyncio.run(read_decoded_body(fake_receive(*cut), [(b"content-encoding", b"br")], LIMIT))
+
+
+# -- JSON nesting depth ------------------------------------------------------------
+
+_JSON_TEXT = st.text(alphabet=st.sampled_from('[]{}"\\ab\n\u2028'), max_size=8)
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_JSON_TEXT, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@given(_JSON_VALUES, st.integers(min_value=0, max_value=8))
+@settings(max_examples=300, deadline=None)
+def test_depth_by_bytes_and_by_walk_agree_with_the_real_depth(value: object, limit: int) -> None:
+    """Brackets, quotes and backslashes inside strings never count as nesting."""
+    body = orjson.dumps(value)
+    expected = _depth(value) > limit
+    assert json_too_deep(body, limit) is expected
+    assert nesting_exceeds(value, limit) is expected
+
+
+def test_depth_check_refuses_past_the_parser_and_leaves_non_json_alone() -> None:
+    def unparseable() -> object:
+        raise InvalidRequest("not JSON")
+
+    with pytest.raises(InvalidRequest) as refused:
+        check_json_depth(b"[" * 2000 + b"]" * 2000, 128, unparseable)
+    assert refused.value.code == "json_too_deep"
+    check_json_depth(b"--boundary\r\n" + b"[" * 2000, 128, unparseable)  # a multipart upload
+    check_json_depth(b"[" * 128 + b"]" * 128, 128, lambda: orjson.loads(b"[" * 128 + b"]" * 128))
