@@ -41,7 +41,8 @@ def test_health_and_readiness() -> None:
 
 def test_access_log_has_one_line_per_request(caplog: pytest.LogCaptureFixture, demo_upstream: str) -> None:
     app = CompatMiddleware(upstream=demo_upstream, access_log="json", store="memory")
-    with serve(app) as url, caplog.at_level(logging.INFO, logger="compat_asgi.access"):
+    # The level first: the server (and its last log line) must be done before it is restored.
+    with caplog.at_level(logging.INFO, logger="compat_asgi.access"), serve(app) as url:
         created = httpx.post(url + "/v1/responses", json={**BODY, "stream": True}, headers={"x-request-id": "trace-42"})
         httpx.post(url + "/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]})
         httpx.get(url + "/v1/models")
