@@ -14,7 +14,7 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -515,13 +515,19 @@ class HTTPUpstream:
         Locations on other hosts and relative references pass unchanged."""
         text = location.decode("latin-1").strip()
         base = self.path_prefix + "/v1"
-        if text.lower().startswith(self.origin.lower() + "/") or text.lower() == self.origin.lower():
+        lowered = text.lower()
+        authority = "//" + self.origin.split("://", 1)[1].lower()  # scheme-relative form
+        if lowered.startswith(self.origin.lower() + "/") or lowered == self.origin.lower():
             path = text[len(self.origin) :] or "/"
+        elif lowered.startswith(authority + "/") or lowered == authority:
+            path = text[len(authority) :] or "/"
         elif text.startswith("/") and not text.startswith("//"):
             path = text
         else:
             return location
-        if path == base or path.startswith((base + "/", base + "?")):
+        inside = path == base or path.startswith((base + "/", base + "?"))
+        segments = unquote(path.partition("?")[0]).split("/")
+        if inside and ".." not in segments and "." not in segments:
             return client_base + path[len(base) :].encode("latin-1")
         return None
 

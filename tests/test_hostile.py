@@ -361,6 +361,8 @@ def test_redirects_into_the_upstream_are_rewritten_or_dropped() -> None:
         "relative": ("/base/v1/files/abc", b"/v1/files/abc"),
         "outside": ("http://10.0.0.1:9/admin", None),
         "outside-relative": ("/slots", None),
+        "climbing": ("/base/v1/../../slots", None),
+        "scheme-relative": ("//10.0.0.1:9/base/v1/files/abc", b"/v1/files/abc"),
         "elsewhere": ("https://example.com/x", b"https://example.com/x"),
     }
     app = CompatMiddleware(upstream=UPSTREAM)
