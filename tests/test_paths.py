@@ -14,6 +14,7 @@ from urllib.parse import unquote
 import httpx
 import orjson
 import pytest
+import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import call, http_scope, serve
@@ -160,18 +161,22 @@ def test_no_request_leaves_the_upstream_base_path(
     assert_inside(recorder, base)
 
 
-def test_the_prefix_is_checked_before_the_wrapped_app_sees_the_request() -> None:
+@pytest.mark.parametrize("front,protocol", FRONTS)
+def test_the_prefix_is_checked_before_the_wrapped_app_sees_the_request(front: str, protocol: str) -> None:
     """With an app wrapped, paths under the prefix that the app would answer
     still cannot smuggle a dot-segment or an encoded prefix past the routing."""
+    if protocol == "h2c" and not HAVE_H2:
+        pytest.skip("the h2 package is not installed")
     recorder = PathRecorder()
     app = CompatMiddleware(recorder)
-    with serve(app) as origin:
+    send = h2c if protocol == "h2c" else http11
+    with (serve if front == "uvicorn" else serve_hypercorn)(app) as origin:
         port = int(origin.rsplit(":", 1)[1])
         for target in ["/v1/../admin", "/v1/%2e%2e/admin", "/v1%2Fresponses", "/%761/responses", "/v1/x%0a"]:
-            assert http11(port, target) == 400, target
+            assert send(port, target) == 400, target
         assert recorder.seen == []
-        assert http11(port, "/v1/embeddings") == 200  # the app's own route, untouched
-        assert http11(port, "/admin") == 200  # not under the prefix: the app's business
+        assert send(port, "/v1/embeddings") == 200  # the app's own route, untouched
+        assert send(port, "/admin") == 200  # not under the prefix: the app's business
     assert [raw for raw, _ in recorder.seen] == [b"/v1/embeddings", b"/admin"]
 
 
@@ -230,23 +235,41 @@ _HEADER_NAMES = st.sampled_from(
     raw=_RAW_PATHS,
     method=st.sampled_from(["GET", "POST", "DELETE"]),
     headers=st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=4),
+    kind=st.sampled_from(["app", "http"]),
 )
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzzed_paths_and_headers_never_500_never_escape_never_forge_logs(
-    raw: str, method: str, headers: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
+    raw: str, method: str, headers: list[tuple[bytes, bytes]], kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = PathRecorder()
-    app = CompatMiddleware(upstream=AppUpstream(recorder), access_log="text", idempotency_window=60)
+    if kind == "http":
+        # httpx builds the real URL; respx answers it, noting the path it was sent to.
+        def answer(request: httpx.Request) -> httpx.Response:
+            recorder.seen.append((request.url.raw_path.partition(b"?")[0], unquote(request.url.path)))
+            return httpx.Response(200, json={})
+
+        mock = respx.mock(assert_all_called=False)
+        mock.route(host="10.0.0.1").mock(side_effect=answer)
+        app = CompatMiddleware(upstream="http://10.0.0.1:9/base/v1", access_log="text", idempotency_window=60)
+        base = "/base/v1"
+    else:
+        mock = None
+        app = CompatMiddleware(upstream=AppUpstream(recorder), access_log="text", idempotency_window=60)
+        base = "/v1"
     raw_bytes = raw.encode("utf-8")
     scope = http_scope(method, unquote(raw), headers=[(b"content-type", b"application/json"), *headers])
     scope["raw_path"] = raw_bytes
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="compat_asgi"):
-        result = asyncio.run(call(app, method, scope["path"], {"model": "m", "input": "x"}, scope=scope))
+        if mock is not None:
+            with mock:
+                result = asyncio.run(call(app, method, scope["path"], {"model": "m", "input": "x"}, scope=scope))
+        else:
+            result = asyncio.run(call(app, method, scope["path"], {"model": "m", "input": "x"}, scope=scope))
     assert result.status != 500 and 200 <= result.status < 600, (raw, result.status, result.body)
     if result.status >= 400 and result.status != 404:
         assert set(orjson.loads(result.body)["error"]) == {"message", "type", "param", "code"}
-    assert_inside(recorder, "/v1")
+    assert_inside(recorder, base)
     for record in caplog.records:
         line = record.getMessage()
         assert "\n" not in line and "\x1b" not in line and "\u009b" not in line and "\u2028" not in line, line
