@@ -237,7 +237,7 @@ _HEADER_NAMES = st.sampled_from(
     headers=st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=4),
     kind=st.sampled_from(["app", "http"]),
 )
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzzed_paths_and_headers_never_500_never_escape_never_forge_logs(
     raw: str, method: str, headers: list[tuple[bytes, bytes]], kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
