@@ -17,17 +17,20 @@ treatment: every chunk before the fault, then the error object, no ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import respx
-from faulty_upstream import chunk, tool
+from faulty_upstream import FaultyUpstream, chunk, tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Recorded, call
+from support import Recorded, call, serve
 
 from compat_asgi import CompatMiddleware
 from compat_asgi.validate import assert_valid, parse_sse, validate_chat_sse, validate_responses_sse
@@ -255,3 +258,58 @@ def test_a_chat_stream_keeps_every_chunk_before_the_fault_and_ends_with_the_erro
     deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
     assert "".join(d.get("content") or "" for d in deltas) == text
     assert "".join(t["function"].get("arguments") or "" for d in deltas for t in d.get("tool_calls") or ()) == arguments
+
+
+# -- a client that abandons a stored stream -------------------------------------
+
+
+def test_an_abandoned_stored_stream_is_kept_incomplete_and_can_be_continued() -> None:
+    """A real client (the OpenAI SDK over a real socket) reads a few events of a
+    ``store: true`` stream and closes the connection: the upstream is cancelled
+    and the response is kept, incomplete, with the text produced; it can be
+    retrieved and continued with ``previous_response_id``."""
+    faulty = FaultyUpstream()
+    with serve(faulty) as upstream, serve(CompatMiddleware(upstream=upstream, store="memory")) as url:
+        client = openai.OpenAI(api_key="k", base_url=url + "/v1", max_retries=0)
+        seen = ""
+        response_id = ""
+        with client.responses.create(model="endless", input="go on", stream=True, store=True) as stream:
+            for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                elif event.type == "response.output_text.delta":
+                    seen += event.delta
+                    if len(seen) >= 6:
+                        break  # leaving the block closes the socket mid-stream
+        assert response_id and seen
+        assert asyncio.run(asyncio.wait_for(_wait(faulty.cancelled), 5)) is None
+
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                kept = client.responses.retrieve(response_id)
+                break
+            except openai.NotFoundError:
+                assert time.monotonic() < deadline, "the abandoned response was not stored"
+                time.sleep(0.05)
+        assert kept.status == "incomplete"
+        assert kept.incomplete_details is not None and kept.incomplete_details.reason == "interrupted"
+        [message] = kept.output
+        assert message.type == "message" and message.status == "incomplete"
+        text = kept.output_text
+        assert text.startswith(seen) and set(text) <= {"x", " "}  # everything the client saw, and what came after
+        replayed = httpx.get(f"{url}/v1/responses/{response_id}", params={"stream": "true"}, timeout=10)
+        assert_valid(validate_responses_sse(replayed.content))
+        assert events_of(replayed.content)[-1]["response"] == httpx.get(f"{url}/v1/responses/{response_id}").json()
+
+        follow = client.responses.create(model="no-done", input="and now?", previous_response_id=response_id, stream=True)
+        final = [event for event in follow][-1]
+        assert final.type == "response.completed"
+        history = faulty.requests[-1]["messages"]
+        assert [m["role"] for m in history] == ["user", "assistant", "user"]
+        assert history[1]["content"] == text and history[2]["content"] == "and now?"
+
+
+async def _wait(event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.01)
