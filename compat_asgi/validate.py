@@ -541,7 +541,7 @@ class _ResponsesChecker:
             if raw.get("call_id") != item.call_id or raw.get("name") != item.name:
                 self.add("function-call", "done item call_id/name differ from the added item")
 
-    # rule 11: a fault closes what is open before it is reported
+    # failure closes what is open: a fault reports only after every part and item is closed
     def _all_closed(self, etype: str) -> None:
         for oi, item in sorted(self.items.items()):
             if item.done:
@@ -674,7 +674,7 @@ class _ResponsesChecker:
         output = resp.get("output")
         if not isinstance(output, list):
             return
-        # Rule 11 for response.failed as for the others: its output is exactly
+        # For response.failed as for the others: its output is exactly
         # what the output_item.done events said, nothing taken back or added.
         done = [self.done_items[k] for k in sorted(self.done_items)]
         if [_digest(i) for i in output] != [_digest(i) for i in done]:

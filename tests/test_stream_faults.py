@@ -7,7 +7,7 @@ upstream reads, so the fault lands at every position of a batch. The
 middleware runs over a respx-mocked HTTP upstream whose body is an async
 stream of exactly those reads; the client is our own receive/send, so every
 body message is seen as it is sent. Every stream must pass
-:mod:`compat_asgi.validate` (rule 11 included) and its failed response must
+:mod:`compat_asgi.validate` (a failure closes what is open included) and its failed response must
 hold all the text and arguments of the chunks before the fault.
 
 The reverse direction (a chat client over a Responses upstream) gets the same

@@ -632,6 +632,22 @@ def test_chat_mutation_is_reported(mutate: Callable[[list[Event]], bytes], expec
     assert found and rules(found) == expected, "\n".join(map(str, found))
 
 
+def test_a_failed_chat_stream_is_one_violation_and_must_end_at_the_error() -> None:
+    """The reverse direction's rule 11: chunks so far, then the error object, nothing after."""
+    error = {"error": {"message": "boom", "type": "server_error", "code": "upstream_error"}}
+    sent = good_chunks()[:5]  # cut off inside the tool calls: no finish_reason, arguments partial
+    found = validate_chat_sse(encode_chat([*sent, error], done=False))
+    assert [v.rule for v in found] == ["chat-error"] and found[0].index == 5
+    # [DONE] after the error claims a normal end: a second violation.
+    found = validate_chat_sse(encode_chat([*sent, error]))
+    assert [v.rule for v in found] == ["chat-error", "chat-error"] and "[DONE] after the error" in found[1].message
+    # So does a chunk after it.
+    found = validate_chat_sse(encode_chat([*sent, error, sent[-1]], done=False))
+    assert [v.rule for v in found] == ["chat-error", "chat-error"] and "after the error object" in found[1].message
+    # Without the error object the same cut is a stream that just stops.
+    assert {"chat-done", "chat-finish"} <= rules(validate_chat_sse(encode_chat(sent, done=False)))
+
+
 def test_validate_chat_completion() -> None:
     good = {
         "id": "chatcmpl-1",

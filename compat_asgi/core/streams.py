@@ -1,7 +1,7 @@
 """Incremental stream translation: chat-completion chunks in, Responses events out.
 
 :class:`ChatToResponses` owns the item/part state machine of the Responses
-stream (DESIGN.md section 3). Feed it one decoded ``chat.completion.chunk``
+stream (the protocol the README describes). Feed it one decoded ``chat.completion.chunk``
 at a time; every call returns the events that chunk produced, with
 ``sequence_number`` assigned, ready to encode. It never awaits and never
 buffers text it could already send.
@@ -374,7 +374,7 @@ class ChatToResponses:
         return self._take()
 
     def fail(self, error: CompatError) -> list[Event]:
-        """End the stream after a fault (protocol rule 11).
+        """End the stream after a fault: a failure closes what is open.
 
         Returns the events produced before the fault that were not yet
         returned, then ``.done`` events for every open part and item (status
