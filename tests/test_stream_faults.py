@@ -7,8 +7,9 @@ upstream reads, so the fault lands at every position of a batch. The
 middleware runs over a respx-mocked HTTP upstream whose body is an async
 stream of exactly those reads; the client is our own receive/send, so every
 body message is seen as it is sent. Every stream must pass
-:mod:`compat_asgi.validate` (a failure closes what is open included) and its failed response must
-hold all the text and arguments of the chunks before the fault.
+:mod:`compat_asgi.validate` (which requires a failure to close what is open)
+and its failed response must hold all the text and arguments of the chunks
+before the fault.
 
 The reverse direction (a chat client over a Responses upstream) gets the same
 treatment: every chunk before the fault, then the error object, no ``[DONE]``.
