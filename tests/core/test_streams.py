@@ -419,3 +419,47 @@ def test_interrupt_keeps_what_was_produced_as_incomplete() -> None:
     assert [(i["type"], i["status"]) for i in final["output"]] == [("reasoning", "completed"), ("message", "incomplete")]
     assert final["output"][1]["content"][0]["text"] == "Half an ans"
     assert translator.interrupt() == [] and translator.fail(CompatError("late")) == []
+
+
+THINKING = [
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": "<thi"}),
+    chunk({"content": "nk>plan"}),
+    chunk({"content": " it</th"}),
+    chunk({"content": "ink>Answer"}),
+    chunk({"content": " text <"}),
+    chunk(call_delta(0, id="call_p", name="apply_patch", args='{"input": "*** Be')),
+    chunk(call_delta(0, args='gin Patch\\n')),
+    chunk(call_delta(1, id="call_w", name="get_weather", args='{"city":')),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    good=st.integers(0, len(THINKING)),
+    cuts=st.lists(st.integers(0, 4096), max_size=5),
+    summary=st.booleans(),
+    bad_line=st.booleans(),
+)
+def test_a_fault_anywhere_closes_think_text_custom_and_function_calls(good: int, cuts: list[int], summary: bool, bad_line: bool) -> None:
+    """Held-back think-tag text, custom tool input and function arguments: a
+    fault at any point leaves a valid stream whose failed output is what the
+    .done events said."""
+    options = OutputOptions(custom_tools=frozenset({"apply_patch"}), reasoning_summary=summary, think_tags=True)
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds(), options=options)
+    data = b"".join(THINKING[:good]) + (b"data: {oops\n\n" + chunk(finish="stop") if bad_line else b"")
+    events = translator.start()
+    try:
+        for piece in split_at(data, cuts):
+            events += translator.feed_bytes(piece)
+        raise CompatError("upstream went away", code="upstream_error")
+    except CompatError as exc:
+        events += translator.fail(exc)
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert events[-1]["type"] == "response.failed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    # Every byte of answer text the upstream sent is in the output, whatever was held back for tags.
+    sent = "".join(orjson.loads(c[6:])["choices"][0]["delta"].get("content") or "" for c in THINKING[:good])
+    output = events[-1]["response"]["output"]
+    texts = [p["text"] for item in output for p in item.get("content") or item.get("summary") or [] if "text" in p]
+    assert "".join(texts) == sent.replace("<think>", "").replace("</think>", "")
