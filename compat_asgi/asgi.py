@@ -339,7 +339,7 @@ async def pump(
                 raise fault
             if not ready:
                 await responder.body(head)
-                head = b""
+                head = b""  # sent: a fault in the feed below must not send it twice
                 head = translator.feed(await first_read)
             if not translator.finished:
                 if head:
