@@ -3,8 +3,8 @@
 :class:`ChatToResponses` owns the item/part state machine of the Responses
 stream (the protocol the README describes). Feed it one decoded
 ``chat.completion.chunk`` at a time; every call returns the events that chunk
-produced, with ``sequence_number`` assigned, ready to encode. It never awaits and never
-buffers text it could already send.
+produced, with ``sequence_number`` assigned, ready to encode. It never awaits
+and never buffers text it could already send.
 
 Events are never lost to a fault: each one goes to an outbox the moment its
 ``sequence_number`` is assigned, and a call that raises leaves the events it
