@@ -267,11 +267,22 @@ class StreamTranslator(Protocol):
 
     def feed(self, data: bytes) -> bytes: ...
 
+    @property
+    def pending(self) -> bool:
+        """A ``feed`` or ``close`` that raised had produced output first; ``fail`` returns it."""
+        ...
+
     def close(self) -> bytes:
         """The upstream body ended. Raises :class:`CompatError` if it ended too early."""
         ...
 
-    def fail(self, error: CompatError) -> bytes: ...
+    def fail(self, error: CompatError) -> bytes:
+        """The output still pending, what closes the open structure, then the error."""
+        ...
+
+    def interrupt(self) -> bytes:
+        """The client left: end the stream for the record (what is stored), not for the client."""
+        ...
 
 
 _DRAIN_BYTES = 64 << 10
@@ -305,23 +316,36 @@ async def pump(
 
     The response starts once the first upstream chunk is in, so a backend that
     fails at once still gets a real HTTP status; if it stays silent longer than
-    ``keepalive`` the response starts anyway and keepalive comments flow.
+    ``keepalive`` the response starts anyway and keepalive comments flow. A
+    fault inside the first read after output the client should see (text
+    before a bad line) starts the stream too, so that output is not lost.
     ``on_end`` runs once the outcome is known, before the last bytes are sent,
-    so a client that acts on the terminal event finds it already stored.
+    so a client that acts on the terminal event finds it already stored; when
+    the client disconnects it runs too, after :meth:`StreamTranslator.interrupt`.
     """
     chunks = upstream.chunks()
     head = translator.start()
     first_read = asyncio.ensure_future(anext(chunks, b""))
     ticker: asyncio.Task[None] | None = None
+    ended = False
     try:
         ready, _ = await asyncio.wait({first_read}, timeout=keepalive)
+        fault: CompatError | None = None
         if ready:
-            head += translator.feed(first_read.result())
+            try:
+                head += translator.feed(first_read.result())
+            except CompatError as exc:
+                if not translator.pending:
+                    raise  # nothing to show yet: an HTTP error status says it best
+                fault = exc
         await responder.start(200, SSE_HEADERS)
         ticker = asyncio.create_task(responder.keepalive(keepalive))
         try:
+            if fault is not None:
+                raise fault
             if not ready:
                 await responder.body(head)
+                head = b""  # sent: a fault in the feed below must not send it twice
                 head = translator.feed(await first_read)
             if not translator.finished:
                 if head:
@@ -337,11 +361,19 @@ async def pump(
         except CompatError as exc:
             tail = head + translator.fail(exc)
         ticker.cancel()
+        ended = True  # on_end runs once: a disconnect now must not store a second copy
         if on_end is not None:
             await on_end()
         await responder.body(tail, more_body=False)
         if translator.finished:
             await _drain(chunks)
+    except asyncio.CancelledError:
+        if responder.disconnected and not ended and on_end is not None:
+            # The client left mid-stream (its watcher cancelled us, and with us
+            # the upstream read): what was produced is still kept.
+            translator.interrupt()
+            await on_end()
+        raise
     finally:
         if ticker is not None:
             ticker.cancel()

@@ -1,4 +1,5 @@
-"""Protocol validator: checks captured streams against DESIGN.md section 3.
+"""Protocol validator: checks captured streams against the protocol rules
+listed in the README ("What is translated" and "Errors, faults and limits").
 
 Used by the streaming tests and by ``compat-asgi conformance``. Every check
 returns a list of :class:`Violation`; nothing here raises on bad input, since
@@ -392,6 +393,7 @@ class _ResponsesChecker:
             self.error_at = index
             if not isinstance(ev.get("message"), str):
                 self.add("terminal", "error event without a string message")
+            self._all_closed("error")
         elif etype == "response.output_item.added":
             self._item_added(ev)
         elif etype == "response.output_item.done":
@@ -539,6 +541,21 @@ class _ResponsesChecker:
             if raw.get("call_id") != item.call_id or raw.get("name") != item.name:
                 self.add("function-call", "done item call_id/name differ from the added item")
 
+    # failure closes what is open: a fault reports only after every part and item is closed
+    def _all_closed(self, etype: str) -> None:
+        for oi, item in sorted(self.items.items()):
+            if item.done:
+                continue
+            open_parts = [
+                f"{_INDEX_KEY[key]} {k}" for key, parts in item.parts.items() for k, part in enumerate(parts) if not part.done
+            ]
+            what = f" (open parts: {', '.join(open_parts)})" if open_parts else ""
+            self.add(
+                "failure-close",
+                f"item {item.id!r} at output_index {oi} still open at {etype}{what}; "
+                "a fault must first close every open part and item (status 'incomplete')",
+            )
+
     def _same_parts(self, key: str, parts: list[_Part], raw: Any) -> None:
         want = [(p.kind, p.text) for p in parts]
         if not isinstance(raw, list) or [_part_digest(p) for p in raw] != want:
@@ -646,36 +663,24 @@ class _ResponsesChecker:
         self._same_response(resp.get("id"))
         for rule, message in _response_problems(resp, _TERMINALS[etype], "terminal", False):
             self.add(rule, message)
-        if etype == "response.failed" and self.error_at is None:
-            self.add("terminal", "response.failed without a preceding error event")
-        if etype != "response.failed":
+        if etype == "response.failed":
+            if self.error_at is None:
+                self.add("terminal", "response.failed without a preceding error event")
+                self._all_closed(etype)
+        else:
             for oi, item in sorted(self.items.items()):
                 if not item.done:
                     self.add("item-lifecycle", f"item {item.id!r} at output_index {oi} still open at {etype}")
         output = resp.get("output")
         if not isinstance(output, list):
             return
+        # For response.failed as for the others: its output is exactly
+        # what the output_item.done events said, nothing taken back or added.
         done = [self.done_items[k] for k in sorted(self.done_items)]
-        if etype == "response.failed":
-            # A failed response keeps what was produced: items cut off by the
-            # fault may be listed too, marked incomplete, in output_index order.
-            done = [
-                self.done_items[oi] if oi in self.done_items else _cut_off(output, item.id)
-                for oi, item in sorted(self.items.items())
-            ]
-            done = [i for i in done if i is not None]
         if [_digest(i) for i in output] != [_digest(i) for i in done]:
             got, want = [_id_of(i) for i in output], [_id_of(i) for i in done]
             detail = f"ids {got} != done items {want}" if got != want else "items differ from their output_item.done items"
             self.add("terminal", f"{etype} output: {detail}")
-
-
-def _cut_off(output: list[Any], item_id: str | None) -> Any:
-    """The terminal output's entry for an item that never got its done event, if incomplete."""
-    for entry in output:
-        if _get(entry, "id") == item_id and _get(entry, "status") == "incomplete":
-            return entry
-    return None
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -708,7 +713,7 @@ def _digest(item: Any) -> tuple[str, ...]:
 
 
 def validate_responses_events(events: Sequence[Mapping[str, Any]]) -> list[Violation]:
-    """Rules 2-10 over already-decoded event objects, in order."""
+    """Rules 2-11 over already-decoded event objects, in order."""
 
     def run(out: list[Violation]) -> None:
         checker = _ResponsesChecker(out)
@@ -776,6 +781,7 @@ class _ChatChecker:
         self.quote = ""
         self.chunk_id: str | None = None
         self.usage_at: int | None = None
+        self.error_at: int | None = None
         self.choices: dict[int, _Choice] = {}
 
     def add(self, rule: str, message: str) -> None:
@@ -783,11 +789,16 @@ class _ChatChecker:
 
     def chunk(self, index: int, data: str) -> None:
         self.at, self.quote = index, _clip(data)
+        if self.error_at is not None:
+            self.add("chat-error", f"data after the error object at {self.error_at}; the error ends the stream")
+            return
         obj = _loads(data)
         if not isinstance(obj, dict):
             self.add("chat-framing", "data is not a JSON object")
             return
         if obj.get("error") is not None:
+            # A failed stream: reported, and it ends here (no [DONE], no finish_reason).
+            self.error_at = index
             self.add("chat-error", "error object in the stream")
             return
         if obj.get("object") != "chat.completion.chunk":
@@ -873,6 +884,8 @@ class _ChatChecker:
 
     def finish(self, done: bool) -> None:
         self.at, self.quote = None, ""
+        if self.error_at is not None:
+            return  # what a fault cut short is not also reported as unfinished
         if not done:
             self.add("chat-done", "stream does not end with data: [DONE]")
         if not self.choices:
@@ -892,7 +905,12 @@ _CHAT_DETAILS = (("prompt_tokens_details", "cached_tokens"), ("completion_tokens
 
 
 def validate_chat_sse(raw: bytes) -> list[Violation]:
-    """Check a raw ``chat.completion.chunk`` stream."""
+    """Check a raw ``chat.completion.chunk`` stream.
+
+    A stream that fails (an ``{"error": ...}`` object) gets one ``chat-error``
+    violation; it must end there, without ``[DONE]`` (anything after it is a
+    second ``chat-error``), and is not also reported as lacking a finish_reason.
+    """
 
     def run(out: list[Violation]) -> None:
         frames, problems = _frames(raw)
@@ -908,6 +926,9 @@ def validate_chat_sse(raw: bytes) -> list[Violation]:
             at, index = index, index + 1
             if done_at is not None:
                 out.append(Violation("chat-done", f"event after data: [DONE] (at {done_at}): {_clip(data)}", at))
+                continue
+            if data == "[DONE]" and checker.error_at is not None:
+                out.append(Violation("chat-error", f"data: [DONE] after the error object at {checker.error_at}", at))
                 continue
             if frame.event is not None:
                 out.append(Violation("chat-framing", f"chat streams carry no event: lines, got {_clip(repr(frame.event))}", at))

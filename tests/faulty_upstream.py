@@ -37,11 +37,13 @@ class FaultyUpstream:
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
         self.cancel_times: list[float] = []
+        self.requests: list[dict[str, Any]] = []  # every chat request body, in order
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         request = orjson.loads((await receive())["body"])
+        self.requests.append(request)
         fault = request["model"]
 
         async def start(status: int = 200, headers: list[tuple[bytes, bytes]] = SSE) -> None:

@@ -365,12 +365,91 @@ def test_incomplete_with_reason_and_error_then_failed_are_valid() -> None:
     }
     assert_valid(validate_responses_sse(encode(events)))
 
-    events = good_events()[:8]  # fault in the middle of the message: it stays open
+    assert_valid(validate_responses_sse(encode(failed_mid_message())))
+
+
+GONE = {"code": "server_error", "message": "upstream went away"}
+
+
+def failed_mid_message() -> list[Event]:
+    """A fault after the message's text and the first call's first delta: rule 11
+    closes the part, the message and the call (incomplete) before error + failed."""
+    events = good_events()[:8]
+    cut = msg("incomplete", "Hello, world")
+    f1 = {"item_id": "fc_1", "output_index": 1}
+    partial_call = call(1, "incomplete", ARGS[1][0])
     events += [
-        {"type": "error", "code": "server_error", "message": "upstream went away", "param": None},
-        {"type": "response.failed", "response": response("failed", [], error={"code": "server_error", "message": "upstream went away"})},
+        {"type": "response.output_item.done", "output_index": 0, "item": cut},
+        {"type": "response.output_item.added", "output_index": 1, "item": call(1, "in_progress", "")},
+        {"type": "response.function_call_arguments.delta", **f1, "delta": ARGS[1][0]},
+        {"type": "response.function_call_arguments.done", **f1, "arguments": ARGS[1][0]},
+        {"type": "response.output_item.done", "output_index": 1, "item": partial_call},
+        {"type": "error", **GONE, "param": None},
+        {"type": "response.failed", "response": response("failed", [cut, partial_call], error=GONE)},
     ]
-    assert_valid(validate_responses_sse(encode(events)))
+    return events
+
+
+def _without(*types: str) -> Callable[[list[Event]], list[Event]]:
+    """Drop the last event of each type that comes before the error event."""
+
+    def edit(events: list[Event]) -> list[Event]:
+        events = list(events)
+        for etype in types:
+            at = max(i for i, ev in enumerate(events[:-2]) if ev["type"] == etype)
+            del events[at]
+        return events
+
+    return edit
+
+
+def _failed_output(edit: Callable[[list[Event]], list[Event]]) -> Callable[[list[Event]], list[Event]]:
+    def change(events: list[Event]) -> list[Event]:
+        events = copy.deepcopy(events)
+        # Its own copy: the fixture shares item objects between events.
+        events[-1]["response"]["output"] = edit(copy.deepcopy(events[-1]["response"]["output"]))
+        return events
+
+    return change
+
+
+def _retext(items: list[Event]) -> list[Event]:
+    items[0]["content"][0]["text"] = "Hello, world and more"
+    return items
+
+
+RULE_11_VIOLATIONS: list[tuple[str, Callable[[list[Event]], list[Event]], set[str]]] = [
+    # The old behaviour: error + failed with the message and call left open.
+    ("items left open at error", lambda evs: [*evs[:8], *evs[9:11], *evs[-2:]], {"failure-close", "terminal"}),
+    ("call left open at error", _without("response.function_call_arguments.done", "response.output_item.done"), {"failure-close", "terminal"}),
+    ("failed output lists an item never closed", lambda evs: [*evs[:-3], *evs[-2:]], {"failure-close", "terminal"}),
+    ("failed output drops a closed item", _failed_output(lambda items: items[:1]), {"terminal"}),
+    ("failed output says more than the .done events", _failed_output(_retext), {"terminal"}),
+    ("part left open at error", lambda evs: [*evs[:6], *evs[-2:]], {"failure-close", "terminal"}),
+    ("failed without error, items open", lambda evs: [*evs[:6], evs[-1]], {"failure-close", "terminal"}),
+]
+
+
+@pytest.mark.parametrize(("edit", "expected"), [v[1:] for v in RULE_11_VIOLATIONS], ids=[v[0] for v in RULE_11_VIOLATIONS])
+def test_failure_that_leaves_items_open_or_output_unmatched_is_reported(
+    edit: Callable[[list[Event]], list[Event]], expected: set[str]
+) -> None:
+    found = validate_responses_sse(encode(edit(failed_mid_message())))
+    assert rules(found) == expected, "\n".join(map(str, found))
+
+
+def test_closed_failure_satisfies_sdk_types_and_accumulator() -> None:
+    """Every event of a rule-11 failure is a valid SDK event, the accumulator takes
+    them all, and the items it saw done are the failed response's output."""
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    seen = []
+    for raw_event in numbered(failed_mid_message()):
+        seen += state.handle_event(adapter.validate_python(raw_event))
+    done = [ev.item for ev in seen if ev.type == "response.output_item.done"]
+    assert seen[-1].type == "response.failed"
+    assert seen[-1].response.output == done
+    assert [(item.id, item.status) for item in done] == [("msg_1", "incomplete"), ("fc_1", "incomplete")]
 
 
 def test_reasoning_and_refusal_items_are_understood() -> None:
@@ -551,6 +630,22 @@ CHAT_MUTATIONS: list[tuple[str, Callable[[list[Event]], bytes], set[str]]] = [
 def test_chat_mutation_is_reported(mutate: Callable[[list[Event]], bytes], expected: set[str]) -> None:
     found = validate_chat_sse(mutate(good_chunks()))
     assert found and rules(found) == expected, "\n".join(map(str, found))
+
+
+def test_a_failed_chat_stream_is_one_violation_and_must_end_at_the_error() -> None:
+    """The reverse direction's rule 11: chunks so far, then the error object, nothing after."""
+    error = {"error": {"message": "boom", "type": "server_error", "code": "upstream_error"}}
+    sent = good_chunks()[:5]  # cut off inside the tool calls: no finish_reason, arguments partial
+    found = validate_chat_sse(encode_chat([*sent, error], done=False))
+    assert [v.rule for v in found] == ["chat-error"] and found[0].index == 5
+    # [DONE] after the error claims a normal end: a second violation.
+    found = validate_chat_sse(encode_chat([*sent, error]))
+    assert [v.rule for v in found] == ["chat-error", "chat-error"] and "[DONE] after the error" in found[1].message
+    # So does a chunk after it.
+    found = validate_chat_sse(encode_chat([*sent, error, sent[-1]], done=False))
+    assert [v.rule for v in found] == ["chat-error", "chat-error"] and "after the error object" in found[1].message
+    # Without the error object the same cut is a stream that just stops.
+    assert {"chat-done", "chat-finish"} <= rules(validate_chat_sse(encode_chat(sent, done=False)))
 
 
 def test_validate_chat_completion() -> None:

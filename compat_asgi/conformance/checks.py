@@ -1,8 +1,8 @@
 """Protocol checks of one exchange, and the final object a scenario then judges.
 
 Order matters: the report quotes the first violation, so transport and HTTP
-problems come first, then the validator (DESIGN.md section 3), then the SDK
-replay; the scenario's own expectations are appended by the runner.
+problems come first, then the validator (the protocol rules of the README),
+then the SDK replay; the scenario's own expectations are appended by the runner.
 """
 
 from __future__ import annotations

@@ -102,11 +102,11 @@ class ResponsesToChat:
     """Translate one Responses stream into one chat-completions stream.
 
     Errors are raised as :class:`~compat_asgi.errors.CompatError`; the shell
-    then sends :meth:`fail`'s object as the last ``data:`` line and closes
-    without ``[DONE]``, which the OpenAI SDK reports as an ``APIError``. When
-    a fault follows other events in the same read, those events' chunks are
-    returned first and the fault is raised by the next :meth:`feed_bytes` or
-    :meth:`close` call.
+    then sends what :meth:`fail` returns and closes without ``[DONE]``, which
+    the OpenAI SDK reports as an ``APIError``. A fault never takes back what it
+    follows: the chunks of the events before it in the same read stay pending
+    and :meth:`fail` returns them first, then the ``{"error": ...}`` object.
+    Chat chunks have no open/close structure, so nothing else needs closing.
     """
 
     def __init__(
@@ -129,9 +129,8 @@ class ResponsesToChat:
         self._ids = ids
         self._decoder = SSEDecoder(max_line)
         self._failed = False
-        self._deferred: CompatError | None = None
         self._started = False
-        self._out: list[Chunk] = []
+        self._out: list[Chunk] = []  # produced, not yet returned to the caller
         self._keys: dict[str, _Key] = {}
         self._calls: dict[_Key, _Call] = {}
         self._next_call = 0
@@ -139,53 +138,52 @@ class ResponsesToChat:
 
     # -- public API ---------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """Chunks were produced but not returned: a call raised after producing them."""
+        return bool(self._out)
+
     def feed_bytes(self, data: bytes) -> list[Chunk]:
-        """Feed raw upstream SSE bytes, split anywhere; get the chunks now complete."""
-        self._raise_deferred()
+        """Feed raw upstream SSE bytes, split anywhere; get the chunks now complete.
+
+        A fault raises; the chunks of the same bytes before it stay pending for :meth:`fail`.
+        """
         if self.done or self._failed:
             return []  # anything after the terminal event is not part of this stream
-        return self._run(self._decoder.feed(data))
+        self._run(self._decoder.feed(data))
+        if not self.done:
+            self._decoder.check()
+        return self._take()
 
     def close(self) -> list[Chunk]:
         """The upstream body ended. Raises if it never sent a terminal event."""
-        self._raise_deferred()
         if self.done or self._failed:
-            return []
-        out = self._run(self._decoder.close())
-        self._raise_deferred()  # nothing follows close(), so the fault cannot wait
+            return self._take()
+        self._run(self._decoder.close())
         if not self.done:
             raise UpstreamProtocolError("upstream stream ended before its terminal event")
-        return out
+        return self._take()
 
-    def fail(self, error: CompatError) -> dict[str, Any]:
-        """The ``{"error": ...}`` object to send as the stream's last ``data:`` line."""
+    def fail(self, error: CompatError) -> list[dict[str, Any]]:
+        """The stream's last ``data:`` payloads: the chunks produced before the
+        fault that were not yet returned, then the ``{"error": ...}`` object."""
+        if self.done or self._failed:
+            return self._take()
         self._failed = True
-        return error.to_dict()
+        return [*self._take(), error.to_dict()]
 
     # -- dispatch -----------------------------------------------------------
 
-    def _run(self, events: list[ServerSentEvent]) -> list[Chunk]:
-        out: list[Chunk] = []
-        self._out = out
+    def _run(self, events: list[ServerSentEvent]) -> None:
         for sse in events:
-            try:
-                self._event(sse)
-            except CompatError as exc:
-                if not out:
-                    raise
-                # Chunks from earlier events of the same read go out first, so
-                # what the client sees does not depend on how the bytes were split.
-                self._deferred = exc
-                break
+            self._event(sse)
             if self.done:
-                break
-        return out
+                return
 
-    def _raise_deferred(self) -> None:
-        error = self._deferred
-        if error is not None:
-            self._deferred = None
-            raise error
+    def _take(self) -> list[Chunk]:
+        out = self._out
+        self._out = []
+        return out
 
     def _event(self, sse: ServerSentEvent) -> None:
         if sse.data == DONE:

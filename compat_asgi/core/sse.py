@@ -39,7 +39,8 @@ class LineBuffer:
     The result never depends on how the stream was split into chunks: a line
     over ``max_line`` bytes raises whether it arrived whole or in pieces, and
     the complete lines before it are always delivered first (when they came in
-    the same chunk, the error is raised by the next ``feed``).
+    the same chunk, the error is kept: :meth:`check` raises it at once, and so
+    does the next ``feed``).
     """
 
     __slots__ = ("_buf", "_max_line", "_skip_lf", "_error")
@@ -87,6 +88,16 @@ class LineBuffer:
         self._buf = bytearray(rest)
         return lines
 
+    def check(self) -> None:
+        """Raise the error found after the lines the last ``feed`` returned, if any.
+
+        A caller handles those lines first, then calls this, so the fault is
+        reported as soon as the read that carried it is translated, not when
+        (or if) the upstream sends more.
+        """
+        if self._error is not None:
+            raise self._error
+
     @property
     def pending(self) -> int:
         """Bytes held for an incomplete line."""
@@ -127,6 +138,10 @@ class SSEDecoder:
             elif field == b"event":
                 self._event = value
         return out
+
+    def check(self) -> None:
+        """Raise a fault found after the events the last :meth:`feed` returned (see :meth:`LineBuffer.check`)."""
+        self._lines.check()
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: an event not terminated by a blank line is still delivered."""

@@ -1,10 +1,16 @@
 """Incremental stream translation: chat-completion chunks in, Responses events out.
 
 :class:`ChatToResponses` owns the item/part state machine of the Responses
-stream (DESIGN.md section 3). Feed it one decoded ``chat.completion.chunk``
-at a time; every call returns the events that chunk produced, with
-``sequence_number`` assigned, ready to encode. It never awaits and never
-buffers text it could already send.
+stream (the protocol the README describes). Feed it one decoded
+``chat.completion.chunk`` at a time; every call returns the events that chunk
+produced, with ``sequence_number`` assigned, ready to encode. It never awaits
+and never buffers text it could already send.
+
+Events are never lost to a fault: each one goes to an outbox the moment its
+``sequence_number`` is assigned, and a call that raises leaves the events it
+produced before the fault in that outbox. :meth:`ChatToResponses.fail`
+returns them first, then closes every open part and item (status
+``incomplete``, the text so far) and ends with ``error`` + ``response.failed``.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from compat_asgi.core.responses import (
 from compat_asgi.core.sse import DEFAULT_MAX_LINE, DONE, SSEDecoder
 from compat_asgi.errors import CompatError, UpstreamProtocolError, UpstreamStatusError
 
-__all__ = ["ChatToResponses", "completion_to_chunk", "stream_error"]
+__all__ = ["ChatToResponses", "completion_to_chunk", "stream_error", "INTERRUPTED"]
 
 Event = dict[str, Any]
+# incomplete_details.reason of a response whose client left mid-stream.
+INTERRUPTED = "interrupted"
 _DEFAULT_OUTPUT = OutputOptions()
 
 
@@ -139,12 +147,6 @@ class _TextItem:
             return message_item(self.id, list(self.content), status)
         seal = options.reasoning_seal if options is not None else None
         return reasoning_item(self.id, list(self.content), status, list(self.summary), seal)
-
-    def partial(self, options: OutputOptions) -> dict[str, Any]:
-        if self.kind is not None:
-            self.slot(self.kind).append(self.kind.part("".join(self.chunks)))
-            self.kind = None
-        return self.build("incomplete", options)
 
 
 class _Call:
@@ -271,7 +273,7 @@ class ChatToResponses:
         self._reasoning_kind = _KINDS["summary_text" if options.reasoning_summary else "reasoning_text"]
         self._think = ThinkSplitter() if options.think_tags else None
         self._seq = 0
-        self._out: list[Event] = []
+        self._out: list[Event] = []  # produced, not yet returned to the caller
         self._output: list[dict[str, Any] | None] = []  # final items by output_index
         self._text: _TextItem | None = None
         self._calls: dict[int, _Call] = {}
@@ -280,32 +282,38 @@ class ChatToResponses:
 
     # -- public API ---------------------------------------------------------
 
+    @property
+    def pending(self) -> bool:
+        """Events were produced but not returned: a call raised after producing them.
+        :meth:`fail` returns them before the failure events."""
+        return bool(self._out)
+
     def start(self) -> list[Event]:
-        out = self._begin()
         for kind in ("response.created", "response.in_progress"):
             self._emit({"type": kind, "response": {**self.response, "output": []}})
-        return out
+        return self._take()
 
     def feed_bytes(self, data: bytes) -> list[Event]:
-        """Feed raw upstream SSE bytes, split anywhere; get the events now complete."""
-        events: list[Event] = []
-        for sse in self._decoder.feed(data):
-            if self.saw_done:
-                break  # anything after [DONE] is not part of this stream
-            if sse.data == DONE:
-                self.saw_done = True
-            else:
-                events += self.feed(_parse_chunk(sse.data))
-        return events
+        """Feed raw upstream SSE bytes, split anywhere; get the events now complete.
+
+        A fault raises :class:`CompatError`; the events of the same bytes
+        before it stay pending for :meth:`fail`.
+        """
+        self._feed_bytes(data)
+        return self._take()
 
     def close(self) -> list[Event]:
         """The upstream body ended: flush an unterminated last event, then :meth:`finish`."""
-        events = [] if self.saw_done else self.feed_bytes(b"\n\n")
-        return events + self.finish(saw_done=self.saw_done)
+        if not self.saw_done:
+            self._feed_bytes(b"\n\n")
+        return self.finish(saw_done=self.saw_done)
 
     def feed(self, chunk: Any) -> list[Event]:
         """Translate one decoded chat chunk. Raises :class:`CompatError` on a bad chunk."""
-        out = self._begin()
+        self._chunk(chunk)
+        return self._take()
+
+    def _chunk(self, chunk: Any) -> None:
         if not isinstance(chunk, dict):
             raise UpstreamProtocolError("upstream stream chunk is not a JSON object")
         error = chunk.get("error")
@@ -316,7 +324,7 @@ class ChatToResponses:
             self._usage = usage
         choices = chunk.get("choices")
         if not choices:
-            return out
+            return
         choice = choices[0] if isinstance(choices, list) else None
         if not isinstance(choice, dict):
             raise UpstreamProtocolError("upstream stream chunk has a malformed choice")
@@ -343,7 +351,6 @@ class ChatToResponses:
         if finish_reason and isinstance(finish_reason, str):
             self._finish_reason = finish_reason
             self._close_all(finish_status(finish_reason)[1] is not None)
-        return out
 
     def finish(self, *, saw_done: bool) -> list[Event]:
         """The upstream stream ended (``saw_done``: it said ``[DONE]``).
@@ -351,9 +358,8 @@ class ChatToResponses:
         A stream that stops with neither ``[DONE]`` nor a ``finish_reason`` was
         cut off: that raises, and the caller reports it with :meth:`fail`.
         """
-        out = self._begin()
         if self.done:
-            return out
+            return self._take()
         if self._finish_reason is None and not saw_done:
             raise UpstreamProtocolError("upstream stream ended before it finished")
         status, incomplete = finish_status(self._finish_reason)
@@ -365,39 +371,88 @@ class ChatToResponses:
         response["usage"] = map_usage(self._usage)
         self._emit({"type": f"response.{status}", "response": response})
         self.done = True
-        return out
+        return self._take()
 
     def fail(self, error: CompatError) -> list[Event]:
-        """End the stream after a fault: ``error`` then ``response.failed``.
+        """End the stream after a fault: a failure closes what is open.
 
-        The failed response keeps everything produced so far; items still
-        open are included with status ``incomplete``.
+        Returns the events produced before the fault that were not yet
+        returned, then ``.done`` events for every open part and item (status
+        ``incomplete``, the text and arguments so far), then ``error`` and
+        ``response.failed``, whose output is exactly the items those
+        ``.done`` events carried.
         """
-        out = self._begin()
         if self.done:
-            return out
+            return self._take()
+        self._close_open()
         code = error.code or "server_error"
         self._emit({"type": "error", "code": code, "message": error.message, "param": error.param})
-        output = list(self._output)
-        if self._text is not None:
-            output[self._text.index] = self._text.partial(self._options)
-        for call in self._calls.values():
-            if call.index >= 0 and output[call.index] is None:
-                output[call.index] = call.build("incomplete")
         response = self.response
         response["status"] = "failed"
         response["error"] = {"code": code, "message": error.message}
-        response["output"] = [item for item in output if item is not None]
+        response["output"] = [item for item in self._output if item is not None]
         response["usage"] = map_usage(self._usage) if self._usage else None
         self._emit({"type": "response.failed", "response": response})
         self.done = True
-        return out
+        return self._take()
+
+    def interrupt(self) -> list[Event]:
+        """End the stream because the client went away: open parts and items are
+        closed as in :meth:`fail`, and the response ends ``incomplete`` with
+        ``incomplete_details.reason = "interrupted"``.
+
+        Nobody reads these events live; they complete the copy kept for a
+        ``store: true`` response, so that it can be retrieved, replayed and
+        continued with ``previous_response_id``. None of the reasons OpenAI's
+        ``Response`` type lists (``max_output_tokens``, ``content_filter``
+        ...) is true of a client that left, so the reason says what happened.
+        """
+        if self.done:
+            return self._take()
+        self._close_open()
+        response = self.response
+        response["status"] = "incomplete"
+        response["incomplete_details"] = {"reason": INTERRUPTED}
+        response["output"] = [item for item in self._output if item is not None]
+        response["usage"] = map_usage(self._usage)
+        self._emit({"type": "response.incomplete", "response": response})
+        self.done = True
+        return self._take()
 
     # -- state machine ------------------------------------------------------
 
-    def _begin(self) -> list[Event]:
+    def _feed_bytes(self, data: bytes) -> None:
+        for sse in self._decoder.feed(data):
+            if self.saw_done:
+                return  # anything after [DONE] is not part of this stream
+            if sse.data == DONE:
+                self.saw_done = True
+            else:
+                self._chunk(_parse_chunk(sse.data))
+        if not self.saw_done:
+            self._decoder.check()
+
+    def _take(self) -> list[Event]:
+        out = self._out
         self._out = []
-        return self._out
+        return out
+
+    def _close_open(self) -> None:
+        """Close every part and item the client was shown, as ``incomplete``, in
+        output_index order. A call whose name never arrived was never shown
+        (and has no name to show), so it is left out."""
+        if self._think is not None:
+            thought, answer = self._think.close()
+            if thought:
+                self._text_delta("reasoning", self._reasoning_kind, thought)
+            if answer:
+                self._text_delta("message", _OUTPUT_TEXT, answer)
+        # Opening a call closes the text item, so an open text item comes after every open call.
+        for call in sorted(self._calls.values(), key=lambda c: c.index):
+            if call.index >= 0:
+                self._close_call(call, "incomplete", lenient=True)
+        self._calls.clear()
+        self._close_text("incomplete")
 
     def _emit(self, event: Event) -> None:
         event["sequence_number"] = self._seq
@@ -566,18 +621,23 @@ class ChatToResponses:
             kind = "response.function_call_arguments.delta"
         self._emit({"type": kind, "item_id": call.id, "output_index": call.index, "delta": piece})
 
-    def _close_call(self, call: _Call, status: str) -> None:
+    def _close_call(self, call: _Call, status: str, *, lenient: bool = False) -> None:
+        """Finish a call's item. ``lenient``: closing after a fault, which must
+        not raise, so input that did not decode consistently ends as what was sent."""
         if call.index < 0:
             self._open_call(call)
         elif self._output[call.index] is not None:
             return
         item = call.build(status)
-        self._output[call.index] = item
         if call.input is not None:
             # Whatever the incremental decoder could not stream goes out now.
             full: str = item["input"]
             sent = call.input.sent
-            rest = full[len(sent) :] if full.startswith(sent) else ""
+            if not full.startswith(sent):
+                if not lenient:
+                    raise UpstreamProtocolError("upstream custom tool input did not decode consistently")
+                full = item["input"] = sent
+            rest = full[len(sent) :]
             if rest:
                 self._emit(
                     {
@@ -587,8 +647,6 @@ class ChatToResponses:
                         "delta": rest,
                     }
                 )
-            elif not full.startswith(sent):
-                raise UpstreamProtocolError("upstream custom tool input did not decode consistently")
             done: Event = {
                 "type": "response.custom_tool_call_input.done",
                 "item_id": call.id,
@@ -602,6 +660,7 @@ class ChatToResponses:
                 "output_index": call.index,
                 "arguments": item["arguments"],
             }
+        self._output[call.index] = item
         self._emit(done)
         self._emit({"type": "response.output_item.done", "output_index": call.index, "item": item})
 

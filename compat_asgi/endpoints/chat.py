@@ -18,7 +18,7 @@ from compat_asgi.core.chat_streams import (
     completion_chunks,
     response_to_chat_completion,
 )
-from compat_asgi.core.sse import DONE_FRAME, encode_chunks, encode_data
+from compat_asgi.core.sse import DONE_FRAME, encode_chunks
 from compat_asgi.endpoints import Call, post_json
 from compat_asgi.errors import CompatError
 from compat_asgi.settings import Settings
@@ -42,6 +42,10 @@ class _EncodedChat:
     def finished(self) -> bool:
         return self.core.done
 
+    @property
+    def pending(self) -> bool:
+        return self.core.pending
+
     def start(self) -> bytes:
         return b""  # a chat stream has no preamble: the role chunk comes with the first event
 
@@ -56,8 +60,12 @@ class _EncodedChat:
         return tail
 
     def fail(self, error: CompatError) -> bytes:
-        # No [DONE] after the error object: the OpenAI SDK raises APIError on it.
-        return encode_data(self.core.fail(error))
+        # The chunks before the fault, then the error object and no [DONE]:
+        # the OpenAI SDK raises APIError on it, after the text it already yielded.
+        return encode_chunks(self.core.fail(error))
+
+    def interrupt(self) -> bytes:
+        return b""  # nothing of a chat completion is kept
 
 
 class ChatOverResponses:

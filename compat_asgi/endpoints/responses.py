@@ -49,6 +49,10 @@ class _EncodedStream:
     def finished(self) -> bool:
         return self.core.saw_done
 
+    @property
+    def pending(self) -> bool:
+        return self.core.pending
+
     def keep(self, data: bytes) -> bytes:
         if self.sent is not None and data:
             self.sent.append(data)
@@ -65,6 +69,9 @@ class _EncodedStream:
 
     def fail(self, error: CompatError) -> bytes:
         return self.keep(encode_events(self.core.fail(error)))
+
+    def interrupt(self) -> bytes:
+        return self.keep(encode_events(self.core.interrupt()))
 
 
 class ResponsesOverChat:

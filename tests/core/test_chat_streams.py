@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionChunk
 from compat_asgi.core.chat_streams import ResponsesToChat, chat_usage, response_to_chat_completion
 from compat_asgi.core.ids import CountingIds
 from compat_asgi.core.responses import new_response
-from compat_asgi.core.sse import DONE_FRAME, encode_data, encode_event
+from compat_asgi.core.sse import DONE_FRAME, encode_chunks, encode_data, encode_event
 from compat_asgi.core.streams import ChatToResponses
 from compat_asgi.errors import (
     CompatError,
@@ -444,9 +444,13 @@ def test_error_event_raises_with_the_upstream_message_and_code() -> None:
     t, error = run_until_error(up.bytes())
     assert isinstance(error, UpstreamStatusError)
     assert (error.message, error.code) == ("slow down", "rate_limit_exceeded")
-    assert t.fail(error) == {
+    # The role chunk response.created produced in the same read is not lost to the error.
+    role, failure = t.fail(error)
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert failure == {
         "error": {"message": "slow down", "type": "server_error", "param": None, "code": "rate_limit_exceeded"}
     }
+    assert t.fail(error) == []
     assert t.feed_bytes(b"data: anything\n\n") == [] and t.close() == []
 
 
@@ -502,7 +506,7 @@ def test_line_over_the_limit_fails_without_buffering_it() -> None:
     with pytest.raises(LineTooLong):
         for _ in range(100):
             t.feed_bytes(b"x" * 100)
-    assert t.fail(LineTooLong("too long"))["error"]["code"] == "upstream_line_too_long"
+    assert t.fail(LineTooLong("too long"))[-1]["error"]["code"] == "upstream_line_too_long"
 
 
 def sdk_stream(raw: bytes) -> openai.Stream[ChatCompletionChunk]:
@@ -527,7 +531,7 @@ def shell(pieces: list[bytes]) -> bytes:
             sent += [encode_data(c) for c in t.feed_bytes(piece)]
         sent += [encode_data(c) for c in t.close()]
     except CompatError as exc:
-        return b"".join(sent) + encode_data(t.fail(exc))
+        return b"".join(sent) + encode_chunks(t.fail(exc))
     return b"".join(sent) + DONE_FRAME
 
 

@@ -112,3 +112,11 @@ def test_lines_before_an_over_long_line_are_delivered_first() -> None:
     assert buffer.feed(b"ok\n" + b"x" * 20 + b"\nlater\n") == [b"ok"]
     with pytest.raises(LineTooLong):
         buffer.feed(b"")
+
+
+def test_check_reports_the_over_long_line_after_the_lines_before_it_without_more_input() -> None:
+    buffer = LineBuffer(10)
+    buffer.check()  # nothing wrong yet
+    assert buffer.feed(b"ok\n" + b"x" * 20 + b"\n") == [b"ok"]
+    with pytest.raises(LineTooLong):
+        buffer.check()

@@ -348,3 +348,118 @@ def test_reasoning_summary_and_sealed_reasoning() -> None:
     reasoning = events[-1]["response"]["output"][0]
     assert reasoning["summary"] == [{"type": "summary_text", "text": "Deep thought."}]
     assert seal.open(reasoning["encrypted_content"]) == "Deep thought."
+
+
+def test_a_fault_in_the_same_read_as_good_chunks_loses_none_of_them() -> None:
+    """The shape of issue 16: valid chunks, then a non-JSON line, all in one read.
+
+    The chunks' events were produced (sequence numbers assigned) when the fault
+    was found; fail() returns them first, so sequence numbers stay contiguous
+    and the text is in the .done events and the failed output."""
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds())
+    events = translator.start()
+    read = chunk({"role": "assistant", "content": ""}) + chunk({"content": "Hello"}) + chunk({"content": " world"})
+    with pytest.raises(CompatError) as caught:
+        translator.feed_bytes(read + b"data: {not json}\n\n")
+    assert translator.pending
+    events += translator.fail(caught.value)
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events[2:]] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "error",
+        "response.failed",
+    ]
+    assert events[-3]["item"]["status"] == "incomplete"
+    assert events[-1]["response"]["output"] == [events[-3]["item"]]
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hello world"
+    assert translator.fail(caught.value) == []  # the stream ended once
+
+
+def test_an_over_long_line_is_reported_with_the_read_that_carried_it() -> None:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds(), max_line=256)
+    translator.start()
+    with pytest.raises(CompatError) as caught:
+        translator.feed_bytes(chunk({"content": "kept"}) + b"data: " + b"x" * 400 + b"\n\n")
+    assert caught.value.code == "upstream_line_too_long"
+    events = translator.fail(caught.value)
+    assert events[0]["type"] == "response.output_item.added"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "kept"
+
+
+def test_a_fault_closes_open_calls_with_their_arguments_so_far_and_leaves_unnamed_ones_out() -> None:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds())
+    events = translator.start()
+    events += translator.feed_bytes(
+        chunk(call_delta(0, id="call_a", name="get_weather", args='{"city":'))
+        + chunk(call_delta(1, id="call_b", args='{"tz"'))  # its name never arrives
+    )
+    events += translator.fail(CompatError("upstream went away", code="upstream_error"))
+    assert_valid(validate_responses_sse(encoded(events)))
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert [(e["item_id"], e["arguments"]) for e in done] == [(events[2]["item"]["id"], '{"city":')]
+    assert [(i["call_id"], i["status"]) for i in events[-1]["response"]["output"]] == [("call_a", "incomplete")]
+
+
+def test_interrupt_keeps_what_was_produced_as_incomplete() -> None:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds())
+    events = translator.start()
+    events += translator.feed_bytes(chunk({"reasoning_content": "Hm."}) + chunk({"content": "Half an ans"}))
+    events += translator.interrupt()
+    assert_valid(validate_responses_sse(encoded(events)))
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.incomplete"
+    assert final["status"] == "incomplete" and final["incomplete_details"] == {"reason": "interrupted"}
+    assert [(i["type"], i["status"]) for i in final["output"]] == [("reasoning", "completed"), ("message", "incomplete")]
+    assert final["output"][1]["content"][0]["text"] == "Half an ans"
+    assert translator.interrupt() == [] and translator.fail(CompatError("late")) == []
+
+
+THINKING = [
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": "<thi"}),
+    chunk({"content": "nk>plan"}),
+    chunk({"content": " it</th"}),
+    chunk({"content": "ink>Answer"}),
+    chunk({"content": " text <"}),
+    chunk(call_delta(0, id="call_p", name="apply_patch", args='{"input": "*** Be')),
+    chunk(call_delta(0, args='gin Patch\\n')),
+    chunk(call_delta(1, id="call_w", name="get_weather", args='{"city":')),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    good=st.integers(0, len(THINKING)),
+    cuts=st.lists(st.integers(0, 4096), max_size=5),
+    summary=st.booleans(),
+    bad_line=st.booleans(),
+)
+def test_a_fault_anywhere_closes_think_text_custom_and_function_calls(good: int, cuts: list[int], summary: bool, bad_line: bool) -> None:
+    """Held-back think-tag text, custom tool input and function arguments: a
+    fault at any point leaves a valid stream whose failed output is what the
+    .done events said."""
+    options = OutputOptions(custom_tools=frozenset({"apply_patch"}), reasoning_summary=summary, think_tags=True)
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds(), options=options)
+    data = b"".join(THINKING[:good]) + (b"data: {oops\n\n" + chunk(finish="stop") if bad_line else b"")
+    events = translator.start()
+    try:
+        for piece in split_at(data, cuts):
+            events += translator.feed_bytes(piece)
+        raise CompatError("upstream went away", code="upstream_error")
+    except CompatError as exc:
+        events += translator.fail(exc)
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert events[-1]["type"] == "response.failed"
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    # Every byte of answer text the upstream sent is in the output, whatever was held back for tags.
+    sent = "".join(orjson.loads(c[6:])["choices"][0]["delta"].get("content") or "" for c in THINKING[:good])
+    output = events[-1]["response"]["output"]
+    texts = [p["text"] for item in output for p in item.get("content") or item.get("summary") or [] if "text" in p]
+    assert "".join(texts) == sent.replace("<think>", "").replace("</think>", "")
