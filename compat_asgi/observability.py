@@ -17,7 +17,10 @@ import orjson
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["RequestRecord", "AccessLog", "Metrics", "path_template"]
+__all__ = ["RequestRecord", "AccessLog", "Metrics", "path_template", "ACCESS_LOGGER"]
+
+#: The logger access lines go to unless another is given.
+ACCESS_LOGGER = "compat_asgi.access"
 
 
 @dataclass(slots=True)
@@ -90,7 +93,7 @@ class AccessLog:
         if fmt not in ("json", "text"):
             raise ValueError(f"fmt must be 'json' or 'text', not {fmt!r}")
         self.fmt = fmt
-        self.logger = logger if logger is not None else logging.getLogger("compat_asgi.access")
+        self.logger = logger if logger is not None else logging.getLogger(ACCESS_LOGGER)
 
     def emit(self, record: RequestRecord) -> None:
         # Building the line costs more than the check; most deployments that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -84,3 +85,56 @@ def test_bad_arguments_exit_with_status_2(capsys: object) -> None:
     assert main(["serve", "--upstream-timeout", "0"]) == 2
     assert main(["serve", "--upstream", "ftp://nowhere"]) == 2
     assert main(["serve", "--workers", "2", "--store", "memory"]) == 2
+
+
+def _serve_and_read_stderr(*args: str, requests: int = 1) -> list[str]:
+    """Start ``compat-asgi serve`` as a user would (default log level), send
+    ``requests`` requests, stop it and return what it wrote to stderr."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), "--store", "memory", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+        for _ in range(requests):
+            # An unknown parameter (a 400 the user must be able to see) and
+            # a path with a newline and a quote in it (percent-encoded).
+            httpx.post(url + "/v1/responses", json={"model": "demo", "input": "hi", "bogus\n": 1})
+            httpx.get(url + '/v1/responses/x%0Ainjected%22line')
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    return err.decode().splitlines()
+
+
+def test_serve_prints_one_access_line_per_request_to_stderr() -> None:
+    lines = _serve_and_read_stderr()
+    access = [line for line in lines if line.startswith(("POST ", "GET "))]
+    # /healthz polling is outside /v1 and may appear; the two API requests must.
+    posted = [line for line in access if line.startswith("POST /v1/responses ")]
+    assert len(posted) == 1 and " model=demo " in posted[0] and " id=req_" in posted[0]
+    fetched = [line for line in access if line.startswith('GET "/v1/responses/x\\ninjected\\"line" 404 ')]
+    assert len(fetched) == 1, lines
+    # The client's newline stayed escaped: no line starts with what followed it.
+    assert not any(line.startswith("injected") for line in lines)
+
+
+def test_serve_access_log_as_json_and_off() -> None:
+    records = [json.loads(line) for line in _serve_and_read_stderr("--access-log", "json") if line.startswith("{")]
+    paths = [r["path"] for r in records if r["path"].startswith("/v1/")]
+    assert paths == ["/v1/responses", '/v1/responses/x\ninjected"line']
+    assert {r["method"] for r in records} >= {"POST", "GET"} and all("request_id" in r for r in records)
+    quiet = _serve_and_read_stderr("--access-log", "off")
+    assert not any("/v1/responses" in line for line in quiet)
+    # uvicorn's rule: a log level above info silences access lines too.
+    assert not any("/v1/responses" in line for line in _serve_and_read_stderr("--log-level", "warning"))
