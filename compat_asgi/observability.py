@@ -40,6 +40,7 @@ class RequestRecord:
     status: int = 0
     stream: bool = False
     error: str | None = None
+    ignored: tuple[str, ...] = ()  # request fields/tools/items accepted but left unused
     started: float = 0.0
     first_byte: float | None = None
     finished: float | None = None

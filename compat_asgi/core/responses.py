@@ -26,6 +26,7 @@ __all__ = [
     "summary_text_part",
     "custom_tool_call_item",
     "custom_tool_input",
+    "tool_name",
     "reasoning_output",
     "chat_completion_to_response",
 ]
@@ -110,9 +111,9 @@ def refusal_part(text: str) -> dict[str, Any]:
 
 
 def function_call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str
+    item_id: str, call_id: str, name: str, arguments: str, status: str, namespace: str | None = None
 ) -> dict[str, Any]:
-    return {
+    item = {
         "id": item_id,
         "type": "function_call",
         "status": status,
@@ -120,6 +121,9 @@ def function_call_item(
         "call_id": call_id,
         "name": name,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 def reasoning_item(
@@ -147,9 +151,9 @@ def summary_text_part(text: str) -> dict[str, Any]:
 
 
 def custom_tool_call_item(
-    item_id: str, call_id: str, name: str, tool_input: str, status: str
+    item_id: str, call_id: str, name: str, tool_input: str, status: str, namespace: str | None = None
 ) -> dict[str, Any]:
-    return {
+    item = {
         "id": item_id,
         "type": "custom_tool_call",
         "status": status,
@@ -157,6 +161,15 @@ def custom_tool_call_item(
         "name": name,
         "input": tool_input,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
+
+
+def tool_name(chat_name: str, options: OutputOptions) -> tuple[str, str | None]:
+    """(name, namespace) of the tool a chat function call is for: tools offered
+    inside a namespace go back under it, so the client routes the call."""
+    return options.namespaced.get(chat_name) or (chat_name, None)
 
 
 def custom_tool_input(arguments: str) -> str:
@@ -227,16 +240,19 @@ def chat_completion_to_response(
             raise UpstreamProtocolError("upstream tool call has no function")
         call_id = call.get("id")
         call_id = call_id if isinstance(call_id, str) and call_id else ids("call")
-        name = str(function.get("name") or "")
+        chat_name = str(function.get("name") or "")
+        name, namespace = tool_name(chat_name, options)
         arguments = arguments_text(function.get("arguments"))
-        if name in options.custom_tools:
+        if chat_name in options.custom_tools:
             output.append(
                 custom_tool_call_item(
-                    ids("ctc"), call_id, name, custom_tool_input(arguments), "completed"
+                    ids("ctc"), call_id, name, custom_tool_input(arguments), "completed", namespace
                 )
             )
         else:
-            output.append(function_call_item(ids("fc"), call_id, name, arguments, "completed"))
+            output.append(
+                function_call_item(ids("fc"), call_id, name, arguments, "completed", namespace)
+            )
 
     response["status"] = status
     response["incomplete_details"] = incomplete

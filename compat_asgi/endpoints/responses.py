@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from compat_asgi.asgi import (
@@ -17,7 +18,7 @@ from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_events
 from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
-from compat_asgi.endpoints import Call, post_json
+from compat_asgi.endpoints import Call, post_json, report_ignored
 from compat_asgi.endpoints.history import (
     conversation_id,
     input_items,
@@ -75,7 +76,8 @@ class ResponsesOverChat:
     async def _translate(
         self, body: Any, call: Call
     ) -> tuple[TranslatedRequest, list[dict[str, Any]] | None]:
-        """The chat request, and the input items to store (None: nothing to store)."""
+        """The chat request, and the input items to store (None: nothing to store).
+        What it reports ignored is what the client sent, not its stored history."""
         options = call.target.options
         owner = call.owner
         if not isinstance(body, dict):
@@ -96,7 +98,9 @@ class ResponsesOverChat:
         # Validate what the client sent first, so that error params index its own input.
         translated = responses_to_chat({**body, "input": items}, options)
         if history:
+            ignored = translated.ignored
             translated = responses_to_chat({**body, "input": history + items}, options)
+            translated = replace(translated, ignored=ignored)
         return translated, items
 
     async def _save(
@@ -125,6 +129,7 @@ class ResponsesOverChat:
         settings = self.settings
         body = call.json()
         translated, items = await self._translate(body, call)
+        report_ignored(call, responder, translated.ignored)
         echo = translated.echo
         target = call.target
         target.adapt(translated.chat, "max_tokens")
