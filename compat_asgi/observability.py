@@ -118,6 +118,7 @@ class AccessLog:
                 "status": record.status,
                 "stream": record.stream,
                 "error": record.error,
+                "ignored": list(record.ignored),
                 "ttfb_ms": _ms(record.ttfb_ms),
                 "duration_ms": _ms(record.duration_ms),
             }
@@ -139,6 +140,10 @@ class AccessLog:
         # Only failed requests carry an error, so successful lines stay short.
         if record.error is not None:
             parts.append(f"error={_text_value(record.error)}")
+        # Names the client sent that the server accepted but did not use
+        # (client bytes: escaped like any other value).
+        if record.ignored:
+            parts.append(f"ignored={_text_value(','.join(record.ignored))}")
         parts.append(f"id={_text_value(record.request_id)}")
         return " ".join(parts)
 
