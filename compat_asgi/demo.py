@@ -72,6 +72,7 @@ _PLACE_RE: Final = re.compile(r"\bin\s+([^\W\d_][\w'-]*)", re.IGNORECASE)
 #: ``exec_command``, ``shell``) to run: harmless, and its output is recognisable.
 DEMO_COMMAND: Final = "echo hello-from-compat-asgi"
 _COMMAND_KEYS: Final = frozenset({"cmd", "command"})
+_NAMESPACE_SEPARATOR: Final = "__"
 #: Tools that take a patch in the Codex ``apply_patch`` format, and the
 #: (string) parameters the patch goes in: ``input`` for the freeform tool.
 _PATCH_TOOLS: Final = frozenset({"apply_patch"})
@@ -575,7 +576,12 @@ def _choose_tools(request: dict[str, Any], tools: list[dict[str, Any]], user_tex
 
 def _names(text: str, name: str) -> bool:
     # Whole-identifier match, so a tool "get" is not called by "get_weather".
-    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
+    # A tool of a Responses namespace reaches a chat backend as
+    # "namespace__name"; a user names it by its own name.
+    return any(
+        re.search(rf"(?<![\w-]){re.escape(candidate)}(?![\w-])", text) is not None
+        for candidate in {name, name.rpartition(_NAMESPACE_SEPARATOR)[2]} - {""}
+    )
 
 
 def _place(text: str) -> str:

@@ -870,3 +870,10 @@ def test_apply_patch_gets_a_patch_that_adds_a_file() -> None:
         assert "*** Add File: hello.txt\n" in called("apply_patch", FREEFORM, prompt)["input"]
     # Other tools with an "input" parameter keep the plain example string.
     assert called("transform", FREEFORM, "transform it") == {"input": "example"}
+
+
+def test_a_namespaced_function_is_called_by_its_own_name() -> None:
+    # Responses namespaces reach a chat backend flattened as "namespace__name".
+    assert called("multi_agent_v1__close_agent", FREEFORM, "please close_agent") == {"input": "example"}
+    tool = {"type": "function", "function": {"name": "tools__get", "parameters": FREEFORM}}
+    assert "tool_calls" not in message_of(call(DemoChatApp(), chat("get_weather", tools=[tool])))
