@@ -42,6 +42,7 @@ def create_app(
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
     think_tags: bool = False,
     drop_unsupported_tools: bool = False,
+    strict: bool = False,
     reasoning_key: str | None = None,
     log_format: Literal["json", "text"] | None = None,
     metrics: bool = False,
@@ -73,6 +74,7 @@ def create_app(
         max_concurrent_requests=max_concurrent_requests,
         think_tags=think_tags,
         drop_unsupported_tools=drop_unsupported_tools,
+        strict=strict,
         reasoning_key=reasoning_key,
         health=True,
         access_log=log_format,
@@ -249,9 +251,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the backend writes reasoning as <think>...</think>: make it a reasoning item",
     )
     run.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (400) request fields, items and tools the server cannot use, as OpenAI "
+        "does for unknown ones; by default they are ignored and named in x-compat-ignored",
+    )
+    run.add_argument(
         "--drop-unsupported-tools",
         action="store_true",
-        help="leave hosted tools (web_search, ...) out instead of refusing the request",
+        help="with --strict: still leave hosted tools (web_search, ...) out instead of refusing",
     )
     run.add_argument(
         "--reasoning-key",
@@ -353,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max_concurrent_requests": args.max_concurrent,
                 "think_tags": args.think_tags,
                 "drop_unsupported_tools": args.drop_unsupported_tools,
+                "strict": args.strict,
                 # Workers must agree on the seal, or reasoning sent back to another is refused.
                 "reasoning_key": args.reasoning_key or (os.urandom(32).hex() if args.workers > 1 else None),
                 "log_format": None if args.access_log == "off" else args.access_log,

@@ -110,6 +110,8 @@ class Workspace:
     base_url: str
     model: str = "demo"
     env: dict[str, str] = field(default_factory=dict)
+    #: Name of the variable Codex reads the server's ``--api-key`` from.
+    env_key: str | None = None
 
     def __post_init__(self) -> None:
         self.repo = self.root / "repo"
@@ -117,7 +119,7 @@ class Workspace:
         self.repo.mkdir(parents=True)
         self.home.mkdir(parents=True)
         subprocess.run(["git", "init", "-q", str(self.repo)], check=True, timeout=30)
-        (self.home / "config.toml").write_text(config_toml(self.base_url, model=self.model))
+        (self.home / "config.toml").write_text(config_toml(self.base_url, model=self.model, env_key=self.env_key))
 
     def exec(self, *args: str) -> CodexRun:
         """``codex exec --json ... args`` in the repository; stdin closed (Codex

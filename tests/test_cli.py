@@ -138,3 +138,19 @@ def test_serve_access_log_as_json_and_off() -> None:
     assert not any("/v1/responses" in line for line in quiet)
     # uvicorn's rule: a log level above info silences access lines too.
     assert not any("/v1/responses" in line for line in _serve_and_read_stderr("--log-level", "warning"))
+
+
+def test_strict_refuses_what_the_default_ignores() -> None:
+    body = {"model": "demo", "input": "hi", "client_metadata": {"x": "1"}, "tools": [{"type": "web_search"}]}
+    with cli_server() as base_url:
+        tolerant = httpx.post(base_url + "/responses", json=body)
+    assert tolerant.status_code == 200
+    assert set(tolerant.headers["x-compat-ignored"].split(",")) == {"client_metadata", "tools[web_search]"}
+    with cli_server("--strict") as base_url:
+        refused = httpx.post(base_url + "/responses", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "client_metadata"
+        # --drop-unsupported-tools keeps leaving hosted tools out in strict mode.
+        hosted = {k: v for k, v in body.items() if k != "client_metadata"}
+        assert httpx.post(base_url + "/responses", json=hosted).status_code == 400
+    with cli_server("--strict", "--drop-unsupported-tools") as base_url:
+        assert httpx.post(base_url + "/responses", json=hosted).status_code == 200

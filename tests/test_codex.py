@@ -26,7 +26,7 @@ from compat_asgi import validate
 from compat_asgi.cli import create_app
 from compat_asgi.demo import DEMO_COMMAND, DEMO_PATCH_LINE, DemoChatApp
 from compat_asgi.middleware import CompatMiddleware
-from codex_support import Recorder, Workspace, codex_binary, free_port
+from codex_support import Recorder, Workspace, codex_binary, config_toml, free_port
 from support import call, serve
 
 ECHOED = DEMO_COMMAND.split()[-1]
@@ -73,6 +73,17 @@ def test_plain_answer(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     assert {tool["type"] for tool in body["tools"]} >= {"function", "namespace", "web_search"}
     [exchange] = server[1].responses()
     assert "client_metadata" in exchange.response_headers.get("x-compat-ignored", "")
+
+
+def test_api_key_from_the_environment(tmp_path: Path, codex: str) -> None:
+    """A server started with --api-key: Codex sends the key named by env_key."""
+    with serve(create_app(store="memory", api_keys=["sk-compat-test"])) as url:
+        refused = Workspace(tmp_path / "no-key", url).exec("say hi")
+        assert refused.returncode != 0 and any(e.get("type") == "turn.failed" for e in refused.events)
+        ws = Workspace(tmp_path / "key", url, env_key="COMPAT_ASGI_KEY", env={"COMPAT_ASGI_KEY": "sk-compat-test"})
+        run = ws.exec("say hi")
+    run.assert_ok()
+    assert run.answer.startswith("Hello! You said: say hi.")
 
 
 def test_function_tool_runs_and_its_output_goes_back(tmp_path: Path, server: tuple[str, Recorder]) -> None:
@@ -147,6 +158,22 @@ def test_reasoning_across_two_turns_with_encrypted_content(tmp_path: Path, serve
     assert first["store"] is False and "reasoning.encrypted_content" in first["include"]
     [reasoning] = inputs(second, "reasoning")
     assert isinstance(reasoning.get("encrypted_content"), str) and reasoning["encrypted_content"]
+
+
+def test_resumed_session_after_a_restart_needs_the_same_reasoning_key(tmp_path: Path, codex: str) -> None:
+    """What the README tells users: the seal on Codex's reasoning is the
+    server's key; a restarted server with a new random key refuses it."""
+    outcomes = {}
+    for key in (None, "a-fixed-key-shared-across-restarts"):
+        with serve(create_app(store="memory", reasoning_key=key)) as url:
+            ws = Workspace(tmp_path / str(key), url, model="demo-reasoning")
+            ws.exec("think first").assert_ok()
+        with serve(create_app(store="memory", reasoning_key=key)) as url:
+            (ws.home / "config.toml").write_text(config_toml(url, model="demo-reasoning"))
+            outcomes[key] = ws.exec("resume", "--last", "and again")
+    refused = [e["message"] for e in outcomes[None].events if e.get("type") == "error"]
+    assert refused and "invalid_encrypted_content" in refused[0] and "encrypted_content" in refused[0]
+    outcomes["a-fixed-key-shared-across-restarts"].assert_ok()
 
 
 def test_goal_tool_flow_with_an_output_without_call_id(tmp_path: Path, server: tuple[str, Recorder]) -> None:
