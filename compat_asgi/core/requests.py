@@ -952,7 +952,9 @@ def responses_to_chat(
     max_tool_calls = opt_int(body, "max_tool_calls", "max_tool_calls", 0)
     prompt_cache_key = opt_str(body, "prompt_cache_key", "prompt_cache_key")
     safety_identifier = opt_str(body, "safety_identifier", "safety_identifier")
-    opt_enum(body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)
+    prompt_cache_retention = opt_enum(
+        body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS
+    )
     include = body.get("include")
     included: set[str] = set()
     if include is not None:
@@ -991,6 +993,20 @@ def responses_to_chat(
         "prompt_cache_key": prompt_cache_key,
         "safety_identifier": safety_identifier,
         "conversation": conversation,
+        "prompt_cache_retention": prompt_cache_retention,
+        # Keys of the Response model this server always has the same answer
+        # for: penalties are chat-only parameters (OpenResponses requires the
+        # keys), the rest are features it refuses or has no data for.
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "prompt": None,
+        "access_programs": None,
+        "image": None,
+        "moderation": None,
+        "input_transformations": None,
+        "prompt_cache_options": None,
+        "prompt_cache_diagnostics": None,
+        "tool_usage": None,
     }
     output = OutputOptions(
         custom_tools=frozenset(tools.custom),

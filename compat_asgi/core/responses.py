@@ -7,13 +7,14 @@ from typing import Any
 
 import orjson
 
-from compat_asgi.core.ids import IdFactory
+from compat_asgi.core.ids import Clock, IdFactory
 from compat_asgi.core.options import OutputOptions
 from compat_asgi.core.reasoning import ReasoningSeal, split_think
 from compat_asgi.errors import UpstreamProtocolError
 
 __all__ = [
     "new_response",
+    "finish_response",
     "map_usage",
     "finish_status",
     "message_item",
@@ -37,11 +38,17 @@ _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content
 
 
 def new_response(echo: dict[str, Any], response_id: str, created_at: int) -> dict[str, Any]:
-    """The in-progress Response object: id, lifecycle fields, then the request echo."""
+    """The in-progress Response object: id, lifecycle fields, then the request echo.
+
+    Every key of OpenAI's ``Response`` model and of the OpenResponses schema is
+    present from the first event on (null where this server has no value):
+    clients and validators that read a key unconditionally must not break.
+    """
     return {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
+        "completed_at": None,
         "status": "in_progress",
         "error": None,
         "incomplete_details": None,
@@ -49,6 +56,17 @@ def new_response(echo: dict[str, Any], response_id: str, created_at: int) -> dic
         "output": [],
         "usage": None,
     }
+
+
+def finish_response(
+    response: dict[str, Any], status: str, incomplete: dict[str, str] | None, completed_at: int | None
+) -> None:
+    """Set the terminal status; ``completed_at`` only when it completed (the
+    creation time stands in when no clock is given)."""
+    response["status"] = status
+    response["incomplete_details"] = incomplete
+    if status == "completed":
+        response["completed_at"] = response["created_at"] if completed_at is None else completed_at
 
 
 def map_usage(usage: Any) -> dict[str, Any]:
@@ -201,6 +219,7 @@ def chat_completion_to_response(
     response: dict[str, Any],
     ids: IdFactory,
     options: OutputOptions = _DEFAULT_OUTPUT,
+    clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Fill ``response`` (from :func:`new_response`) from a non-streamed chat completion."""
     if not isinstance(completion, dict):
@@ -254,8 +273,7 @@ def chat_completion_to_response(
                 function_call_item(ids("fc"), call_id, name, arguments, "completed", namespace)
             )
 
-    response["status"] = status
-    response["incomplete_details"] = incomplete
+    finish_response(response, status, incomplete, clock() if clock is not None else None)
     response["output"] = output
     response["usage"] = map_usage(completion.get("usage"))
     return response

@@ -16,13 +16,14 @@ from typing import Any
 
 import orjson
 
-from compat_asgi.core.ids import IdFactory
+from compat_asgi.core.ids import Clock, IdFactory
 from compat_asgi.core.options import OutputOptions
 from compat_asgi.core.reasoning import ThinkSplitter
 from compat_asgi.core.responses import (
     arguments_text,
     custom_tool_call_item,
     custom_tool_input,
+    finish_response,
     finish_status,
     function_call_item,
     map_usage,
@@ -267,8 +268,10 @@ class ChatToResponses:
         *,
         max_line: int = DEFAULT_MAX_LINE,
         options: OutputOptions = _DEFAULT_OUTPUT,
+        clock: Clock | None = None,
     ) -> None:
         self.response = response
+        self._clock = clock
         self.done = False
         self.saw_done = False
         self._decoder = SSEDecoder(max_line)
@@ -365,8 +368,7 @@ class ChatToResponses:
         status, incomplete = finish_status(self._finish_reason)
         self._close_all(incomplete is not None)
         response = self.response
-        response["status"] = status
-        response["incomplete_details"] = incomplete
+        finish_response(response, status, incomplete, self._clock() if self._clock else None)
         response["output"] = [item for item in self._output if item is not None]
         response["usage"] = map_usage(self._usage)
         self._emit({"type": f"response.{status}", "response": response})

@@ -143,13 +143,19 @@ class ResponsesOverChat:
                 completion = parse_upstream_json(
                     await upstream.read(settings.max_upstream_body_size)
                 )
-                chat_completion_to_response(completion, response, settings.ids, translated.output)
+                chat_completion_to_response(
+                    completion, response, settings.ids, translated.output, settings.clock
+                )
                 if keep:
                     await self._save(call, body, kept_items, response, None)
                 await responder.send_json(200, response)
                 return
             core = ChatToResponses(
-                response, settings.ids, max_line=settings.max_line_size, options=translated.output
+                response,
+                settings.ids,
+                max_line=settings.max_line_size,
+                options=translated.output,
+                clock=settings.clock,
             )
             stream = _EncodedStream(core, record=keep)
 

@@ -88,7 +88,33 @@ def test_echo_defaults_in_openai_order() -> None:
         ("prompt_cache_key", None),
         ("safety_identifier", None),
         ("conversation", None),
+        ("prompt_cache_retention", None),
+        ("presence_penalty", 0.0),
+        ("frequency_penalty", 0.0),
+        ("prompt", None),
+        ("access_programs", None),
+        ("image", None),
+        ("moderation", None),
+        ("input_transformations", None),
+        ("prompt_cache_options", None),
+        ("prompt_cache_diagnostics", None),
+        ("tool_usage", None),
     ]
+
+
+ECHO_CONSTANTS = [
+        ("prompt_cache_retention", None),
+        ("presence_penalty", 0.0),
+        ("frequency_penalty", 0.0),
+        ("prompt", None),
+        ("access_programs", None),
+        ("image", None),
+        ("moderation", None),
+        ("input_transformations", None),
+        ("prompt_cache_options", None),
+        ("prompt_cache_diagnostics", None),
+        ("tool_usage", None),
+]
 
 
 def test_echo_carries_request_values() -> None:
@@ -140,6 +166,7 @@ def test_echo_carries_request_values() -> None:
         "prompt_cache_key": "k",
         "safety_identifier": "s",
         "conversation": None,
+        **dict(ECHO_CONSTANTS),
     }
     assert isinstance(echo["temperature"], float)
 
@@ -755,6 +782,7 @@ def test_rejections(req: object, param: str | None) -> None:
     assert err.to_dict()["error"]["param"] == param
 
 
+USER = {"role": "user", "content": "x"}
 # Refused only in strict mode: by default accepted, left unused and reported.
 STRICT_REJECTIONS = [
     ("unknown key", body(foo=1), "foo", "foo"),
@@ -769,8 +797,9 @@ STRICT_REJECTIONS = [
     ("tool_choice hosted", body(tools=[WEATHER], tool_choice={"type": "web_search_preview"}), "tool_choice", "tool_choice[web_search_preview]"),
     ("allowed hosted", body(tools=[WEATHER], tool_choice={"type": "allowed_tools", "tools": [{"type": "web_search"}, {"type": "function", "name": "get_weather"}]}),
      "tool_choice.tools[0].type", "tool_choice[web_search]"),
-    ("item unknown type", item_body({"type": "banana"}), "input[0].type", "input[banana]"),
-    ("item hosted type", item_body({"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {}}), "input[0].type", "input[web_search_call]"),
+    ("item unknown type", item_body({"type": "banana"}, USER), "input[0].type", "input[banana]"),
+    ("item hosted type", item_body({"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {}}, USER),
+     "input[0].type", "input[web_search_call]"),
     ("item unknown field", item_body({"role": "user", "content": "x", "mood": "good"}), "input[0].mood", "input[message].mood"),
 ]
 
@@ -785,6 +814,12 @@ def test_strict_mode_refuses_what_is_otherwise_ignored_and_reported(req: dict[st
     out = responses_to_chat(req)
     assert name in out.ignored
     assert out.chat["model"] == "m"
+
+
+def test_input_left_empty_by_ignored_items_is_a_400_naming_them() -> None:
+    err = reject(item_body({"type": "banana"}, {"type": "web_search_call", "id": "ws_1"}))
+    assert err.param == "input"
+    assert "input[banana]" in err.message and "input[web_search_call]" in err.message
 
 
 def test_unknown_key_message_matches_openai() -> None:
