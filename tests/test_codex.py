@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from compat_asgi import validate
@@ -143,7 +144,21 @@ def test_apply_patch_creates_a_real_file(tmp_path: Path, server: tuple[str, Reco
     assert call_item["name"] == "apply_patch" and output["call_id"] == call_item["call_id"]
 
 
-def test_reasoning_across_two_turns_with_encrypted_content(tmp_path: Path, server: tuple[str, Recorder]) -> None:
+def test_reasoning_across_two_turns_with_encrypted_content(tmp_path: Path, codex: str) -> None:
+    # A second recorder between the middleware and the demo shows what the
+    # chat backend itself was sent.
+    backend = Recorder(DemoChatApp())
+    recorder = Recorder(CompatMiddleware(backend, store="memory"))
+    with serve(recorder) as url:
+        _reasoning_turns(tmp_path, (url, recorder))
+    first_chat, second_chat = (x.json() for x in backend.exchanges if x.path == "/v1/chat/completions")
+    # The first turn's reasoning (the demo thinks "The user said 2 words ...")
+    # is back in the history the backend sees on the second turn.
+    assert "The user said 2 words" not in orjson.dumps(first_chat).decode()
+    assert "The user said 2 words" in orjson.dumps(second_chat["messages"]).decode()
+
+
+def _reasoning_turns(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     ws = workspace(tmp_path, server, model="demo-reasoning")
     first_run = ws.exec("think first")
     first_run.assert_ok()
@@ -200,19 +215,27 @@ def test_catalog_model_sends_tools_as_an_additional_tools_item(tmp_path: Path, s
 
 
 def test_captured_codex_requests_replay_at_the_middleware(tmp_path: Path, server: tuple[str, Recorder]) -> None:
-    """Bodies Codex really sent (recorded above, not written by hand), sent
+    """Bodies Codex really sent (recorded here, not written by hand), sent
     again straight at a fresh middleware: each is accepted and streams a
-    response that passes the protocol validator."""
-    ws = workspace(tmp_path, server)
-    ws.exec("please run exec_command").assert_ok()
-    Workspace(tmp_path / "catalog", server[0], model="gpt-5.6-luna").exec("say hi").assert_ok()
+    response that passes the protocol validator. The sessions cover a tool
+    round trip, apply_patch, the goal output without call_id and a catalog
+    model's additional_tools."""
+    sessions = [
+        ("demo", "please run exec_command"),
+        ("gpt-5.5", "use apply_patch to add hello.txt"),
+        ("demo", "create_goal for this thread"),
+        ("gpt-5.6-luna", "say hi"),
+    ]
+    for i, (model, prompt) in enumerate(sessions):
+        Workspace(tmp_path / str(i), server[0], model=model).exec(prompt).assert_ok()
     captured = [x.body for x in server[1].responses()]
-    assert len(captured) == 3
+    assert len(captured) >= 7  # two per tool session, one for the catalog model
     app = CompatMiddleware(DemoChatApp(), store="memory")
     for body in captured:
         recorded = asyncio.run(call(app, "POST", "/v1/responses", body))
         assert recorded.status == 200, recorded.body[:500]
         validate.assert_valid(validate.validate_responses_sse(recorded.body))
+        assert b"event: response.completed\n" in recorded.body
 
 
 def test_compat_asgi_serve_with_codex_logs_each_request(tmp_path: Path, codex: str) -> None:
