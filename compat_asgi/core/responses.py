@@ -187,7 +187,11 @@ def custom_tool_call_item(
 def tool_name(chat_name: str, options: OutputOptions) -> tuple[str, str | None]:
     """(name, namespace) of the tool a chat function call is for: tools offered
     inside a namespace go back under it, so the client routes the call."""
-    return options.namespaced.get(chat_name) or (chat_name, None)
+    namespaced = options.namespaced.get(chat_name)
+    if namespaced is None:
+        return chat_name, None
+    namespace, name = namespaced
+    return name, namespace
 
 
 def custom_tool_input(arguments: str) -> str:
