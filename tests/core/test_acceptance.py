@@ -347,3 +347,38 @@ def test_captured_codex_bodies_translate(path: Path) -> None:
         assert messages[-1]["role"] == "tool" and messages[-1]["content"] == "say hi"
     if path.name.startswith("namespaced_call"):
         assert messages[-2]["tool_calls"][0]["function"]["name"] == "multi_agent_v1__wait_agent"
+
+
+# --------------------------------------------------------------------------
+# Every key of the Response model, in every state
+
+
+def test_response_object_has_every_sdk_key_in_every_state() -> None:
+    from openai.types.responses import Response
+
+    from compat_asgi.core.ids import FixedClock
+    from compat_asgi.errors import UpstreamError
+
+    keys = {field.alias or name for name, field in Response.model_fields.items()}
+    unstated = {key: value for key, value in WAIT.items() if key != "strict"}
+    translated = responses_to_chat(body(stream=True, tools=[unstated]))
+    for outcome in ("completed", "incomplete", "failed"):
+        stream = ChatToResponses(
+            new_response(translated.echo, "resp_1", 100), CountingIds(), options=translated.output, clock=FixedClock(160)
+        )
+        events = stream.start()
+        if outcome == "failed":
+            events += stream.fail(UpstreamError("upstream went away"))
+        else:
+            finish = "stop" if outcome == "completed" else "length"
+            chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": finish}]}
+            events += stream.feed_bytes(b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n") + stream.close()
+        objects = [e["response"] for e in events if "response" in e]
+        assert [o["status"] for o in objects][-1] == outcome
+        for obj in objects:
+            assert keys - set(obj) == set()
+            if obj["status"] != "failed":  # error.code is this server's own (upstream_error, ...)
+                Response.model_validate(obj)
+        assert objects[-1]["completed_at"] == (160 if outcome == "completed" else None)
+        assert objects[0]["completed_at"] is None
+        assert objects[-1]["tools"][0]["strict"] is None
