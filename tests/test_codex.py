@@ -103,12 +103,6 @@ def test_function_tool_runs_and_its_output_goes_back(tmp_path: Path, server: tup
     assert ECHOED in output["output"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server sends the call back with name and namespace swapped "
-    "(name='multi_agent_v1', namespace='close_agent'): RequestOptions.namespaced "
-    "stores (namespace, name) where core.responses.tool_name reads (name, namespace)",
-)
 def test_namespaced_tool_is_routed_back_to_its_namespace(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     # close_agent lives in Codex's multi_agent_v1 namespace; the call must
     # come back with that namespace or Codex cannot route it.
