@@ -23,7 +23,8 @@ image parts as ``[image]``, ``nothing`` if empty):
   where they fit; a shell tool's ``cmd``/``command`` is
   ``echo hello-from-compat-asgi``, and ``apply_patch`` gets a patch in the
   Codex format adding ``hello.txt`` (or the relative file named in
-  ``<text>``), so a coding agent runs both for real.
+  ``<text>``), and a JavaScript ``exec`` tool (Codex's code mode) a script
+  running that command, so a coding agent runs them for real.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ _PLACE_RE: Final = re.compile(r"\bin\s+([^\W\d_][\w'-]*)", re.IGNORECASE)
 DEMO_COMMAND: Final = "echo hello-from-compat-asgi"
 _COMMAND_KEYS: Final = frozenset({"cmd", "command"})
 _NAMESPACE_SEPARATOR: Final = "__"
+#: Codex's code mode (its newest models) offers one freeform tool, ``exec``,
+#: that runs JavaScript calling the other tools; the demo's script runs the
+#: same harmless command through it and prints the result.
+_SCRIPT_TOOLS: Final = frozenset({"exec"})
+DEMO_SCRIPT: Final = f"text(await tools.exec_command({{cmd: {DEMO_COMMAND!r}}}));"
 #: Tools that take a patch in the Codex ``apply_patch`` format, and the
 #: (string) parameters the patch goes in: ``input`` for the freeform tool.
 _PATCH_TOOLS: Final = frozenset({"apply_patch"})
@@ -399,7 +405,7 @@ def _plan(request: dict[str, Any]) -> _Plan:
             _ToolCall(
                 f"call_demo_{index}",
                 tool["name"],
-                _SchemaExample(tool.get("parameters"), strings=_strings(tool["name"], user_text)).build(),
+                _SchemaExample(tool.get("parameters"), strings=_strings(tool, user_text)).build(),
             )
             for index, tool in enumerate(chosen)
         ]
@@ -414,7 +420,7 @@ def _plan(request: dict[str, Any]) -> _Plan:
             raise InvalidRequest(
                 "'response_format.json_schema' must be an object.", param="response_format.json_schema"
             )
-        document = _SchemaExample(spec.get("schema"), strings=_strings("", user_text)).build()
+        document = _SchemaExample(spec.get("schema"), strings=_strings({}, user_text)).build()
         return finish(_pieces(document))
     if kind == "json_object":
         return finish(_pieces(orjson.dumps({"answer": plain}).decode()))
@@ -592,13 +598,18 @@ def _place(text: str) -> str:
     return word[:1].upper() + word[1:]
 
 
-def _strings(tool: str, text: str) -> dict[str, str]:
-    """Property name -> the string the demo writes there for ``tool``."""
+def _strings(tool: dict[str, Any], text: str) -> dict[str, str]:
+    """Property name -> the string the demo writes there for ``tool`` (a chat
+    function definition; ``{}`` for a response format)."""
     place = _place(text)
     strings = dict.fromkeys(_PLACE_KEYS, place) if place != "example" else {}
     strings.update(dict.fromkeys(_COMMAND_KEYS, DEMO_COMMAND))
-    if tool in _PATCH_TOOLS:
+    name = str(tool.get("name", "")).rpartition(_NAMESPACE_SEPARATOR)[2]
+    description = tool.get("description")
+    if name in _PATCH_TOOLS:
         strings.update(dict.fromkeys(_PATCH_KEYS, _patch(text)))
+    elif name in _SCRIPT_TOOLS and isinstance(description, str) and "JavaScript" in description:
+        strings["input"] = DEMO_SCRIPT
     return strings
 
 

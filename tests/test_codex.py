@@ -199,13 +199,30 @@ def test_goal_tool_flow_with_an_output_without_call_id(tmp_path: Path, server: t
 
 
 def test_catalog_model_sends_tools_as_an_additional_tools_item(tmp_path: Path, server: tuple[str, Recorder]) -> None:
-    run = workspace(tmp_path, server, model="gpt-5.6-luna").exec("say hi")
+    ws = workspace(tmp_path, server, model="gpt-5.6-luna")
+    run = ws.exec("say hi")
     run.assert_ok()
     assert run.answer.startswith("Hello! You said: say hi.")
     [body] = assert_all_answered(server[1])
     assert "tools" not in body
     [extra] = inputs(body, "additional_tools")
     assert any(t.get("type") == "namespace" for t in extra["tools"])
+
+
+def test_catalog_model_code_mode_exec_runs_a_script(tmp_path: Path, server: tuple[str, Recorder]) -> None:
+    """Codex's newest models get one freeform tool, functions.exec, running
+    JavaScript that calls the other tools; the demo's script runs its echo
+    through exec_command."""
+    run = workspace(tmp_path, server, model="gpt-5.6-luna").exec("please run exec")
+    run.assert_ok()
+    [command] = run.items("command_execution")
+    assert DEMO_COMMAND in command["command"] and command["exit_code"] == 0
+    assert run.answer.startswith("The tool functions__exec returned: Script completed") and ECHOED in run.answer
+    first, second = assert_all_answered(server[1])
+    [call_item] = inputs(second, "custom_tool_call")
+    assert (call_item["name"], call_item.get("namespace")) == ("exec", "functions")
+    [output] = inputs(second, "custom_tool_call_output")
+    assert output["call_id"] == call_item["call_id"]
 
 
 def test_captured_codex_requests_replay_at_the_middleware(tmp_path: Path, server: tuple[str, Recorder]) -> None:
@@ -218,12 +235,12 @@ def test_captured_codex_requests_replay_at_the_middleware(tmp_path: Path, server
         ("demo", "please run exec_command"),
         ("gpt-5.5", "use apply_patch to add hello.txt"),
         ("demo", "create_goal for this thread"),
-        ("gpt-5.6-luna", "say hi"),
+        ("gpt-5.6-luna", "please run exec"),
     ]
     for i, (model, prompt) in enumerate(sessions):
         Workspace(tmp_path / str(i), server[0], model=model).exec(prompt).assert_ok()
     captured = [x.body for x in server[1].responses()]
-    assert len(captured) >= 7  # two per tool session, one for the catalog model
+    assert len(captured) >= 8  # at least two per session: the call, then its output
     app = CompatMiddleware(DemoChatApp(), store="memory")
     for body in captured:
         recorded = asyncio.run(call(app, "POST", "/v1/responses", body))

@@ -877,3 +877,17 @@ def test_a_namespaced_function_is_called_by_its_own_name() -> None:
     assert called("multi_agent_v1__close_agent", FREEFORM, "please close_agent") == {"input": "example"}
     tool = {"type": "function", "function": {"name": "tools__get", "parameters": FREEFORM}}
     assert "tool_calls" not in message_of(call(DemoChatApp(), chat("get_weather", tools=[tool])))
+
+
+def test_a_javascript_exec_tool_gets_a_script() -> None:
+    # Codex's code mode: a freeform "exec" tool described as running JavaScript.
+    tool = {
+        "type": "function",
+        "function": {"name": "functions__exec", "description": "Run JavaScript code", "parameters": FREEFORM},
+    }
+    message = message_of(call(DemoChatApp(), chat("please run exec", tools=[tool])))
+    assert orjson.loads(message["tool_calls"][0]["function"]["arguments"]) == {
+        "input": "text(await tools.exec_command({cmd: 'echo hello-from-compat-asgi'}));"
+    }
+    # Any other "exec" keeps the plain example.
+    assert called("exec", FREEFORM, "please run exec") == {"input": "example"}
