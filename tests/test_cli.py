@@ -91,8 +91,9 @@ def _serve_and_read_stderr(*args: str, requests: int = 1) -> list[str]:
     """Start ``compat-asgi serve`` as a user would (default log level), send
     ``requests`` requests, stop it and return what it wrote to stderr."""
     port = free_port()
+    store = () if "--store" in args else ("--store", "memory")
     process = subprocess.Popen(
-        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), "--store", "memory", *args],
+        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), *store, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -123,6 +124,8 @@ def test_serve_prints_one_access_line_per_request_to_stderr() -> None:
     # /healthz polling is outside /v1 and may appear; the two API requests must.
     posted = [line for line in access if line.startswith("POST /v1/responses ")]
     assert len(posted) == 1 and " model=demo " in posted[0] and " id=req_" in posted[0]
+    # The unknown field was accepted, and its name (client bytes) is escaped.
+    assert posted[0].startswith("POST /v1/responses 200 ") and ' ignored="bogus\\n" ' in posted[0]
     fetched = [line for line in access if line.startswith('GET "/v1/responses/x\\ninjected\\"line" 404 ')]
     assert len(fetched) == 1, lines
     # The client's newline stayed escaped: no line starts with what followed it.
@@ -138,6 +141,14 @@ def test_serve_access_log_as_json_and_off() -> None:
     assert not any("/v1/responses" in line for line in quiet)
     # uvicorn's rule: a log level above info silences access lines too.
     assert not any("/v1/responses" in line for line in _serve_and_read_stderr("--log-level", "warning"))
+
+
+def test_serve_workers_print_the_access_log(tmp_path: Path) -> None:
+    # Worker processes build their own app and logging: each must print too.
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    lines = _serve_and_read_stderr("--workers", "2", "--store", store, requests=4)
+    assert sum(line.startswith("POST /v1/responses 200 ") for line in lines) == 4, lines
+    assert all(" ignored=" in line for line in lines if line.startswith("POST /v1/responses"))
 
 
 def test_strict_refuses_what_the_default_ignores() -> None:
