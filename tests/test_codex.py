@@ -103,6 +103,31 @@ def test_function_tool_runs_and_its_output_goes_back(tmp_path: Path, server: tup
     assert ECHOED in output["output"]
 
 
+def test_tool_round_trip_over_an_http_upstream(tmp_path: Path, demo_upstream: str, codex: str) -> None:
+    """The deployment users run: compat-asgi in front of a chat server over HTTP."""
+    with serve(create_app(store="memory", upstream=demo_upstream + "/v1")) as url:
+        run = Workspace(tmp_path, url).exec("please run exec_command")
+    run.assert_ok()
+    [command] = run.items("command_execution")
+    assert command["exit_code"] == 0 and ECHOED in command["aggregated_output"]
+    assert run.answer.startswith("The tool exec_command returned:") and ECHOED in run.answer
+
+
+def test_output_schema_gets_a_fitting_json_answer(tmp_path: Path, server: tuple[str, Recorder]) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"summary": {"type": "string"}, "files": {"type": "integer", "minimum": 2}},
+        "required": ["summary", "files"],
+        "additionalProperties": False,
+    }
+    (tmp_path / "schema.json").write_bytes(orjson.dumps(schema))
+    run = workspace(tmp_path, server).exec("--output-schema", str(tmp_path / "schema.json"), "summarise")
+    run.assert_ok()
+    assert orjson.loads(run.answer) == {"summary": "example", "files": 2}
+    [body] = assert_all_answered(server[1])
+    assert body["text"]["format"]["type"] == "json_schema" and body["text"]["format"]["schema"] == schema
+
+
 def test_namespaced_tool_is_routed_back_to_its_namespace(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     # close_agent lives in Codex's multi_agent_v1 namespace; the call must
     # come back with that namespace or Codex cannot route it.
