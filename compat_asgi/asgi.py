@@ -80,10 +80,12 @@ class Responder:
     """Wraps ``send`` for one request: knows whether the response started,
     whether the client left, and when a body was last sent (for keepalives)."""
 
-    __slots__ = ("_send", "_lock", "started", "finished", "disconnected", "last_sent")
+    __slots__ = ("_send", "_lock", "started", "finished", "disconnected", "last_sent", "headers")
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        # Added to a successful response's headers (errors go out without them).
+        self.headers: Headers = []
         self._lock = asyncio.Lock()
         self.started = False
         self.finished = False  # the last body message went out
@@ -92,6 +94,8 @@ class Responder:
 
     async def start(self, status: int, headers: Headers) -> None:
         self.started = True
+        if self.headers:
+            headers = [*headers, *self.headers]
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, body: bytes, *, more_body: bool = True) -> None:

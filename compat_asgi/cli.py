@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from compat_asgi.config import load_config
 from compat_asgi.idempotency import DEFAULT_WINDOW
 from compat_asgi.middleware import CompatMiddleware
+from compat_asgi.observability import ACCESS_LOGGER
 from compat_asgi.settings import DEFAULT_MAX_CONCURRENT
 from compat_asgi.types import ASGIApp
 from compat_asgi.upstream import DEFAULT_TIMEOUT
@@ -40,6 +42,7 @@ def create_app(
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
     think_tags: bool = False,
     drop_unsupported_tools: bool = False,
+    strict: bool = False,
     reasoning_key: str | None = None,
     log_format: Literal["json", "text"] | None = None,
     metrics: bool = False,
@@ -71,6 +74,7 @@ def create_app(
         max_concurrent_requests=max_concurrent_requests,
         think_tags=think_tags,
         drop_unsupported_tools=drop_unsupported_tools,
+        strict=strict,
         reasoning_key=reasoning_key,
         health=True,
         access_log=log_format,
@@ -107,19 +111,42 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
 
 
+def log_access_to_stderr(log_level: str = "info") -> None:
+    """Give the ``compat_asgi.access`` logger a stderr handler, as uvicorn does for
+    its own loggers: without one, Python drops INFO records and a user of
+    ``compat-asgi serve`` sees no request at all, not even the 400s. Lines are
+    written as the access log formats them (text or JSON, client bytes escaped).
+    ``log_level`` above ``info`` silences them, like uvicorn's access log."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not any(getattr(handler, _OURS, False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        setattr(handler, _OURS, True)
+        logger.addHandler(handler)
+    logger.setLevel(log_level.upper())
+    # Root handlers (uvicorn's, an application's) would print each line twice.
+    logger.propagate = False
+
+
 _OPTIONS_ENV = "COMPAT_ASGI_APP_OPTIONS"
+# Marks the handler log_access_to_stderr added, so a second call adds none.
+_OURS = "_compat_asgi_stderr"
 
 
 def app_from_environment() -> ASGIApp:
     """The app of one worker process: :func:`create_app` with the options the
     parent put in the environment (uvicorn workers import their app by name)."""
-    return create_app(**json.loads(os.environ[_OPTIONS_ENV]))
+    options = json.loads(os.environ[_OPTIONS_ENV])
+    log_level = options.pop("log_level", "info")
+    if options.get("log_format") is not None:
+        log_access_to_stderr(log_level)
+    return create_app(**options)
 
 
 def _serve_workers(options: dict[str, Any], args: argparse.Namespace) -> None:
     import uvicorn
 
-    os.environ[_OPTIONS_ENV] = json.dumps(options)
+    os.environ[_OPTIONS_ENV] = json.dumps({**options, "log_level": args.log_level})
     uvicorn.run(
         "compat_asgi.cli:app_from_environment",
         factory=True,
@@ -224,9 +251,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the backend writes reasoning as <think>...</think>: make it a reasoning item",
     )
     run.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (400) request fields, items and tools the server cannot use, as OpenAI "
+        "does for unknown ones; by default they are ignored and named in x-compat-ignored",
+    )
+    run.add_argument(
         "--drop-unsupported-tools",
         action="store_true",
-        help="leave hosted tools (web_search, ...) out instead of refusing the request",
+        help="with --strict: still leave hosted tools (web_search, ...) out instead of refusing",
     )
     run.add_argument(
         "--reasoning-key",
@@ -251,11 +284,14 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     run.add_argument(
-        "--log-format",
+        "--access-log",
+        dest="access_log",
         default="text",
-        choices=["text", "json"],
-        help="access log lines: one per request (default: %(default)s)",
+        choices=["text", "json", "off"],
+        help="one line per request to stderr, as text or JSON (default: %(default)s)",
     )
+    # The flag's first name, kept so existing command lines keep working.
+    run.add_argument("--log-format", dest="access_log", choices=["text", "json"], help=argparse.SUPPRESS)
     run.add_argument(
         "--metrics",
         action="store_true",
@@ -325,9 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max_concurrent_requests": args.max_concurrent,
                 "think_tags": args.think_tags,
                 "drop_unsupported_tools": args.drop_unsupported_tools,
+                "strict": args.strict,
                 # Workers must agree on the seal, or reasoning sent back to another is refused.
                 "reasoning_key": args.reasoning_key or (os.urandom(32).hex() if args.workers > 1 else None),
-                "log_format": args.log_format,
+                "log_format": None if args.access_log == "off" else args.access_log,
                 "metrics": args.metrics,
                 "idempotency_window": args.idempotency_window,
             }
@@ -337,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers > 1:
                 _serve_workers(options, args)
             else:
+                if options["log_format"] is not None:
+                    log_access_to_stderr(args.log_level)
                 serve(
                     app,
                     host=args.host,

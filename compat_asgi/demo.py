@@ -18,12 +18,20 @@ image parts as ``[image]``, ``nothing`` if empty):
   ``tool`` message, joined by a space;
 - models whose name contains ``reasoning`` first think
   ``The user said <N> words; I will answer politely.``
+- tool calls (a tool named in ``<text>``, or ``tool_choice``) carry
+  arguments valid for the tool's schema: required keys, enums, whole numbers
+  where they fit; a shell tool's ``cmd``/``command`` is
+  ``echo hello-from-compat-asgi``, and ``apply_patch`` gets a patch in the
+  Codex format adding ``hello.txt`` (or the relative file named in
+  ``<text>``), and a JavaScript ``exec`` tool (Codex's code mode) a script
+  running that command, so a coding agent runs them for real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -61,6 +69,25 @@ _MODELS_PATH: Final = "/v1/models"
 _ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PLACE_KEYS: Final = frozenset({"location", "city"})
 _PLACE_RE: Final = re.compile(r"\bin\s+([^\W\d_][\w'-]*)", re.IGNORECASE)
+#: A command the demo asks a coding agent's shell tool (Codex's
+#: ``exec_command``, ``shell``) to run: harmless, and its output is recognisable.
+DEMO_COMMAND: Final = "echo hello-from-compat-asgi"
+_COMMAND_KEYS: Final = frozenset({"cmd", "command"})
+_NAMESPACE_SEPARATOR: Final = "__"
+#: Codex's code mode (its newest models) offers one freeform tool, ``exec``,
+#: that runs JavaScript calling the other tools; the demo's script runs the
+#: same harmless command through it and prints the result.
+_SCRIPT_TOOLS: Final = frozenset({"exec"})
+DEMO_SCRIPT: Final = f"text(await tools.exec_command({{cmd: {DEMO_COMMAND!r}}}));"
+#: Tools that take a patch in the Codex ``apply_patch`` format, and the
+#: (string) parameters the patch goes in: ``input`` for the freeform tool.
+_PATCH_TOOLS: Final = frozenset({"apply_patch"})
+_PATCH_KEYS: Final = frozenset({"input", "patch"})
+DEMO_PATCH_FILE: Final = "hello.txt"
+DEMO_PATCH_LINE: Final = "hello from compat-asgi"
+# A relative path named in the prompt ("create notes/todo.md"): word
+# segments only, so neither "/etc/passwd" nor "../x" can be written.
+_FILE_RE: Final = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.[A-Za-z][A-Za-z0-9]{0,7})(?![\w/.-])")
 _STRING_FORMATS: Final = {
     "date-time": "2023-11-14T22:13:20Z",
     "date": "2023-11-14",
@@ -69,6 +96,18 @@ _STRING_FORMATS: Final = {
     "uri": "https://example.com",
     "url": "https://example.com",
     "uuid": "00000000-0000-4000-8000-000000000000",
+    "uri-reference": "https://example.com",
+    "iri": "https://example.com",
+    "iri-reference": "https://example.com",
+    "hostname": "example.com",
+    "idn-hostname": "example.com",
+    "idn-email": "demo@example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "duration": "P1D",
+    "json-pointer": "/example",
+    "relative-json-pointer": "0",
+    "regex": "^example$",
 }
 _PART_PLACEHOLDERS: Final = {
     "image_url": "[image]",
@@ -362,9 +401,12 @@ def _plan(request: dict[str, Any]) -> _Plan:
     tools = _tools(request)
     chosen = _choose_tools(request, tools, user_text)
     if chosen:
-        place = _place(user_text)
         calls = [
-            _ToolCall(f"call_demo_{index}", tool["name"], _SchemaExample(tool.get("parameters"), place=place).build())
+            _ToolCall(
+                f"call_demo_{index}",
+                tool["name"],
+                _SchemaExample(tool.get("parameters"), strings=_strings(tool, user_text)).build(),
+            )
             for index, tool in enumerate(chosen)
         ]
         return finish([], calls)
@@ -378,7 +420,7 @@ def _plan(request: dict[str, Any]) -> _Plan:
             raise InvalidRequest(
                 "'response_format.json_schema' must be an object.", param="response_format.json_schema"
             )
-        document = _SchemaExample(spec.get("schema"), place=_place(user_text)).build()
+        document = _SchemaExample(spec.get("schema"), strings=_strings({}, user_text)).build()
         return finish(_pieces(document))
     if kind == "json_object":
         return finish(_pieces(orjson.dumps({"answer": plain}).decode()))
@@ -540,7 +582,12 @@ def _choose_tools(request: dict[str, Any], tools: list[dict[str, Any]], user_tex
 
 def _names(text: str, name: str) -> bool:
     # Whole-identifier match, so a tool "get" is not called by "get_weather".
-    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
+    # A tool of a Responses namespace reaches a chat backend as
+    # "namespace__name"; a user names it by its own name.
+    return any(
+        re.search(rf"(?<![\w-]){re.escape(candidate)}(?![\w-])", text) is not None
+        for candidate in {name, name.rpartition(_NAMESPACE_SEPARATOR)[2]} - {""}
+    )
 
 
 def _place(text: str) -> str:
@@ -549,6 +596,29 @@ def _place(text: str) -> str:
         return "example"
     word = match.group(1)
     return word[:1].upper() + word[1:]
+
+
+def _strings(tool: dict[str, Any], text: str) -> dict[str, str]:
+    """Property name -> the string the demo writes there for ``tool`` (a chat
+    function definition; ``{}`` for a response format)."""
+    place = _place(text)
+    strings = dict.fromkeys(_PLACE_KEYS, place) if place != "example" else {}
+    strings.update(dict.fromkeys(_COMMAND_KEYS, DEMO_COMMAND))
+    name = str(tool.get("name", "")).rpartition(_NAMESPACE_SEPARATOR)[2]
+    description = tool.get("description")
+    if name in _PATCH_TOOLS:
+        strings.update(dict.fromkeys(_PATCH_KEYS, _patch(text)))
+    elif name in _SCRIPT_TOOLS and isinstance(description, str) and "JavaScript" in description:
+        strings["input"] = DEMO_SCRIPT
+    return strings
+
+
+def _patch(text: str) -> str:
+    """A patch in the Codex ``apply_patch`` format adding one small file: the
+    first relative file name in ``text``, else ``hello.txt``."""
+    match = _FILE_RE.search(text)
+    path = match.group(1) if match else DEMO_PATCH_FILE
+    return f"*** Begin Patch\n*** Add File: {path}\n+{DEMO_PATCH_LINE}\n*** End Patch\n"
 
 
 def _said(text: str) -> str:
@@ -560,36 +630,42 @@ def _said(text: str) -> str:
 
 
 class _SchemaExample:
-    """A value that fits a JSON schema; the same schema always gives the same value."""
+    """A value that fits a JSON schema; the same schema always gives the same value.
 
-    __slots__ = ("root", "place")
+    Like a careful model it fills the ``required`` keys (every property when
+    the schema names none), picks ``enum``/``const`` values, keeps numbers
+    whole when a whole number fits, and takes strings from ``strings`` by
+    property name (the place asked about, a harmless shell command, a patch).
+    """
 
-    def __init__(self, root: Any, *, place: str) -> None:
+    __slots__ = ("root", "strings")
+
+    def __init__(self, root: Any, *, strings: dict[str, str]) -> None:
         self.root = root
-        self.place = place
+        self.strings = strings
 
     def build(self) -> str:
         """The example as compact JSON text; a missing schema gives ``{}``."""
         return orjson.dumps(self.value(self.root, "", 0, top=True)).decode()
 
-    def value(self, schema: Any, key: str, depth: int, *, top: bool = False) -> Any:
+    def value(self, schema: Any, key: str, depth: int, *, top: bool = False, variant: int = 0) -> Any:
         if depth > MAX_SCHEMA_DEPTH:
             return None
         if not isinstance(schema, dict):
-            return {} if top else "example"
+            return {} if top else self._string({}, key, variant)
         ref = schema.get("$ref")
         if isinstance(ref, str):
-            return self.value(_resolve(self.root, ref), key, depth + 1, top=top)
+            return self.value(_resolve(self.root, ref), key, depth + 1, top=top, variant=variant)
         if "const" in schema:
             return schema["const"]
         enum = schema.get("enum")
         if isinstance(enum, list) and enum:
-            return enum[0]
+            return enum[variant % len(enum)]
         for combinator in ("anyOf", "oneOf"):
             options = schema.get(combinator)
             if isinstance(options, list) and options:
                 usable = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-                return self.value((usable or options)[0], key, depth + 1, top=top)
+                return self.value((usable or options)[0], key, depth + 1, top=top, variant=variant)
         parts = schema.get("allOf")
         if isinstance(parts, list) and parts:
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
@@ -598,7 +674,7 @@ class _SchemaExample:
                     part = _resolve(self.root, part["$ref"])
                 if isinstance(part, dict):
                     merged.update(part)
-            return self.value(merged, key, depth + 1, top=top)
+            return self.value(merged, key, depth + 1, top=top, variant=variant)
 
         kind = schema.get("type")
         if isinstance(kind, list):
@@ -607,54 +683,118 @@ class _SchemaExample:
             kind = "object" if "properties" in schema or top else "array" if "items" in schema else None
 
         if kind == "object":
-            properties = schema.get("properties")
-            if not isinstance(properties, dict):
-                return {}
-            return {name: self.value(sub, name, depth + 1) for name, sub in properties.items()}
+            return self._object(schema, depth)
         if kind == "array":
-            prefix = schema.get("prefixItems")
-            if isinstance(prefix, list) and prefix:
-                return [self.value(sub, key, depth + 1) for sub in prefix]
-            count = schema.get("minItems")
-            count = count if isinstance(count, int) and count > 1 else 1
-            return [self.value(schema.get("items"), key, depth + 1)] * count
+            return self._array(schema, key, depth)
         if kind == "string":
-            return _example_string(schema, self.place if key.lower() in _PLACE_KEYS else "example")
-        if kind == "integer":
-            return _bounded(schema, 1, 1)
-        if kind == "number":
-            return _bounded(schema, 1.5, 1)
+            return self._string(schema, key, variant)
+        if kind in ("integer", "number"):
+            return _number(schema, integer=kind == "integer", variant=variant)
         if kind == "boolean":
-            return True
+            return variant % 2 == 0
         if kind == "null":
             return None
         return {}
 
+    def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        required = schema.get("required")
+        if isinstance(required, list):
+            wanted = [name for name in properties if name in required]
+            wanted += [name for name in required if isinstance(name, str) and name not in properties]
+        else:
+            wanted = list(properties)
+        extra = schema.get("additionalProperties", True)
+        least = schema.get("minProperties")
+        if isinstance(least, int) and len(wanted) < least:
+            wanted += [name for name in properties if name not in wanted][: least - len(wanted)]
+            if extra is not False:
+                wanted += [f"extra_{i}" for i in range(least - len(wanted))]
+        return {
+            name: self.value(properties.get(name, extra if isinstance(extra, dict) else {}), name, depth + 1)
+            for name in wanted
+        }
 
-def _example_string(schema: dict[str, Any], default: str) -> str:
-    fmt = schema.get("format")
-    text = _STRING_FORMATS.get(fmt, default) if isinstance(fmt, str) else default
-    min_length = schema.get("minLength")
-    if isinstance(min_length, int) and len(text) < min_length:
-        text += "x" * (min_length - len(text))
-    max_length = schema.get("maxLength")
-    if isinstance(max_length, int) and len(text) > max_length:
-        text = text[:max_length]
-    return text
+    def _array(self, schema: dict[str, Any], key: str, depth: int) -> list[Any]:
+        prefix = schema.get("prefixItems")
+        if isinstance(prefix, list) and prefix:
+            return [self.value(sub, key, depth + 1) for sub in prefix]
+        items = schema.get("items")
+        command = self.strings.get(key.lower()) if key.lower() in _COMMAND_KEYS else None
+        if command is not None and isinstance(items, dict) and items.get("type") == "string":
+            # An argv-style command (Codex's older ``shell`` tool).
+            return command.split()
+        if schema.get("maxItems") == 0 or items is False:
+            return []
+        least = schema.get("minItems")
+        count = least if isinstance(least, int) and least > 1 else 1
+        if schema.get("uniqueItems") is True:
+            return [self.value(items, key, depth + 1, variant=i) for i in range(count)]
+        return [self.value(items, key, depth + 1)] * count
+
+    def _string(self, schema: dict[str, Any], key: str, variant: int) -> str:
+        fmt = schema.get("format")
+        text = _STRING_FORMATS.get(fmt) if isinstance(fmt, str) else None
+        if text is None:
+            text = self.strings.get(key.lower(), "example")
+            if variant:
+                text = f"{text}{variant}"
+        min_length = schema.get("minLength")
+        if isinstance(min_length, int) and len(text) < min_length:
+            text += "x" * (min_length - len(text))
+        max_length = schema.get("maxLength")
+        if isinstance(max_length, int) and len(text) > max_length:
+            # Keep the variant's distinguishing suffix when cutting.
+            text = text[len(text) - max_length :] if variant else text[:max_length]
+        return text
 
 
-def _bounded(schema: dict[str, Any], value: float, step: int) -> Any:
-    low, high = schema.get("minimum"), schema.get("maximum")
-    exclusive_low, exclusive_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if isinstance(exclusive_low, (int, float)) and not isinstance(exclusive_low, bool) and value <= exclusive_low:
-        value = exclusive_low + step
-    if isinstance(low, (int, float)) and not isinstance(low, bool) and value < low:
-        value = low
-    if isinstance(exclusive_high, (int, float)) and not isinstance(exclusive_high, bool) and value >= exclusive_high:
-        value = exclusive_high - step
-    if isinstance(high, (int, float)) and not isinstance(high, bool) and value > high:
-        value = high
-    return value
+def _number(schema: dict[str, Any], *, integer: bool, variant: int = 0) -> int | float:
+    """A number inside the schema's bounds and ``multipleOf``: 1 (plus
+    ``variant``) if it fits, else a whole number near the bounds, else a
+    fraction between them. Whole numbers are written as integers, which is
+    what ``integer`` needs and what unsigned parameters (Codex's) parse."""
+
+    def limit(name: str) -> float | None:
+        value = schema.get(name)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    low, high = limit("minimum"), limit("maximum")
+    above, below = limit("exclusiveMinimum"), limit("exclusiveMaximum")
+    step = limit("multipleOf")
+    step = step if step is not None and step > 0 else None
+
+    def fits(value: float) -> bool:
+        if integer and value != int(value):
+            return False
+        if (low is not None and value < low) or (high is not None and value > high):
+            return False
+        if (above is not None and value <= above) or (below is not None and value >= below):
+            return False
+        # The check JSON Schema validators make, float rounding included.
+        return step is None or (value / step) == int(value / step)
+
+    floor = max((b for b in (low, above) if b is not None), default=None)
+    ceiling = min((b for b in (high, below) if b is not None), default=None)
+    candidates: list[float] = [1.0 + variant, 0.0]
+    for edge in (floor, ceiling):
+        if edge is not None and math.isfinite(edge):
+            base = math.floor(edge)
+            candidates += [base + variant + offset for offset in (-1, 0, 1, 2)]
+            if step is not None:
+                k = math.floor(edge / step)
+                candidates += [(k + offset + variant) * step for offset in (-1, 0, 1, 2)]
+    if step is not None:
+        candidates.append(step * (1 + variant))
+    if not integer and floor is not None and ceiling is not None:
+        candidates.append((floor + ceiling) / 2)
+    for value in candidates:
+        if math.isfinite(value) and fits(value):
+            return int(value) if value == int(value) else value
+    # Nothing fits (contradictory bounds): the nearest edge.
+    fallback = floor if floor is not None else ceiling if ceiling is not None else 1.0
+    return int(fallback) if fallback == int(fallback) else fallback
 
 
 def _resolve(root: Any, ref: str) -> Any:

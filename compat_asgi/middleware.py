@@ -119,6 +119,7 @@ class CompatMiddleware:
         max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
         keepalive_interval: float = DEFAULT_KEEPALIVE,
         drop_unsupported_tools: bool = False,
+        strict: bool = False,
         think_tags: bool = False,
         reasoning_key: bytes | str | None = None,
         health: bool = False,
@@ -154,6 +155,7 @@ class CompatMiddleware:
         self.app = app
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         translation = RequestOptions(
+            strict=strict,
             drop_unsupported_tools=drop_unsupported_tools,
             reasoning_seal=ReasoningSeal(
                 reasoning_key.encode() if isinstance(reasoning_key, str) else reasoning_key
@@ -476,6 +478,7 @@ class CompatMiddleware:
                 record.mode = call.mode or record.mode
                 model = call.field("model")
                 record.model = model if isinstance(model, str) else None
+                record.ignored = call.ignored
                 if call.resolved is not None:
                     record.upstream = call.resolved.name
 

@@ -17,7 +17,10 @@ import orjson
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["RequestRecord", "AccessLog", "Metrics", "path_template", "log_safe"]
+__all__ = ["RequestRecord", "AccessLog", "Metrics", "path_template", "log_safe", "ACCESS_LOGGER"]
+
+#: The logger access lines go to unless another is given.
+ACCESS_LOGGER = "compat_asgi.access"
 
 
 @dataclass(slots=True)
@@ -37,6 +40,7 @@ class RequestRecord:
     status: int = 0
     stream: bool = False
     error: str | None = None
+    ignored: tuple[str, ...] = ()  # request fields/tools/items accepted but left unused
     started: float = 0.0
     first_byte: float | None = None
     finished: float | None = None
@@ -101,7 +105,7 @@ class AccessLog:
         if fmt not in ("json", "text"):
             raise ValueError(f"fmt must be 'json' or 'text', not {fmt!r}")
         self.fmt = fmt
-        self.logger = logger if logger is not None else logging.getLogger("compat_asgi.access")
+        self.logger = logger if logger is not None else logging.getLogger(ACCESS_LOGGER)
 
     def emit(self, record: RequestRecord) -> None:
         # Building the line costs more than the check; most deployments that
@@ -125,6 +129,7 @@ class AccessLog:
                 "status": record.status,
                 "stream": record.stream,
                 "error": record.error,
+                "ignored": list(record.ignored),
                 "ttfb_ms": _ms(record.ttfb_ms),
                 "duration_ms": _ms(record.duration_ms),
             }
@@ -146,6 +151,10 @@ class AccessLog:
         # Only failed requests carry an error, so successful lines stay short.
         if record.error is not None:
             parts.append(f"error={_text_value(record.error)}")
+        # Names the client sent that the server accepted but did not use
+        # (client bytes: escaped like any other value).
+        if record.ignored:
+            parts.append(f"ignored={_text_value(','.join(record.ignored))}")
         parts.append(f"id={_text_value(record.request_id)}")
         return " ".join(parts)
 

@@ -4,6 +4,7 @@ by the ``x-compat-upstream`` header when allowed, or the one default."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from compat_asgi.config import RoutingConfig
 from compat_asgi.core.options import RequestOptions
@@ -51,11 +52,7 @@ class Router:
         models = {}
         for public, model in config.models.items():
             base = bases[model.upstream]
-            model_options = RequestOptions(
-                drop_unsupported_tools=options.drop_unsupported_tools,
-                reasoning_seal=options.reasoning_seal,
-                think_tags=model.think_tags or options.think_tags,
-            )
+            model_options = replace(options, think_tags=model.think_tags or options.think_tags)
             models[public] = Target(
                 model.upstream,
                 base.upstream,

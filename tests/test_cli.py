@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -84,3 +85,83 @@ def test_bad_arguments_exit_with_status_2(capsys: object) -> None:
     assert main(["serve", "--upstream-timeout", "0"]) == 2
     assert main(["serve", "--upstream", "ftp://nowhere"]) == 2
     assert main(["serve", "--workers", "2", "--store", "memory"]) == 2
+
+
+def _serve_and_read_stderr(*args: str, requests: int = 1) -> list[str]:
+    """Start ``compat-asgi serve`` as a user would (default log level), send
+    ``requests`` requests, stop it and return what it wrote to stderr."""
+    port = free_port()
+    store = () if "--store" in args else ("--store", "memory")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), *store, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+        for _ in range(requests):
+            # An unknown parameter (a 400 the user must be able to see) and
+            # a path with a newline and a quote in it (percent-encoded).
+            httpx.post(url + "/v1/responses", json={"model": "demo", "input": "hi", "bogus\n": 1})
+            httpx.get(url + '/v1/responses/x%0Ainjected%22line')
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    return err.decode().splitlines()
+
+
+def test_serve_prints_one_access_line_per_request_to_stderr() -> None:
+    lines = _serve_and_read_stderr()
+    access = [line for line in lines if line.startswith(("POST ", "GET "))]
+    # /healthz polling is outside /v1 and may appear; the two API requests must.
+    posted = [line for line in access if line.startswith("POST /v1/responses ")]
+    assert len(posted) == 1 and " model=demo " in posted[0] and " id=req_" in posted[0]
+    # The unknown field was accepted and named; its newline split no line.
+    assert posted[0].startswith("POST /v1/responses 200 ") and " ignored=" in posted[0] and "bogus" in posted[0]
+    fetched = [line for line in access if line.startswith('GET "/v1/responses/x\\ninjected\\"line" 404 ')]
+    assert len(fetched) == 1, lines
+    # The client's newline stayed escaped: no line starts with what followed it.
+    assert not any(line.startswith("injected") for line in lines)
+
+
+def test_serve_access_log_as_json_and_off() -> None:
+    records = [json.loads(line) for line in _serve_and_read_stderr("--access-log", "json") if line.startswith("{")]
+    paths = [r["path"] for r in records if r["path"].startswith("/v1/")]
+    assert paths == ["/v1/responses", '/v1/responses/x\ninjected"line']
+    assert {r["method"] for r in records} >= {"POST", "GET"} and all("request_id" in r for r in records)
+    quiet = _serve_and_read_stderr("--access-log", "off")
+    assert not any("/v1/responses" in line for line in quiet)
+    # uvicorn's rule: a log level above info silences access lines too.
+    assert not any("/v1/responses" in line for line in _serve_and_read_stderr("--log-level", "warning"))
+
+
+def test_serve_workers_print_the_access_log(tmp_path: Path) -> None:
+    # Worker processes build their own app and logging: each must print too.
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    lines = _serve_and_read_stderr("--workers", "2", "--store", store, requests=4)
+    assert sum(line.startswith("POST /v1/responses 200 ") for line in lines) == 4, lines
+    assert all(" ignored=" in line for line in lines if line.startswith("POST /v1/responses"))
+
+
+def test_strict_refuses_what_the_default_ignores() -> None:
+    body = {"model": "demo", "input": "hi", "client_metadata": {"x": "1"}, "tools": [{"type": "web_search"}]}
+    with cli_server() as base_url:
+        tolerant = httpx.post(base_url + "/responses", json=body)
+    assert tolerant.status_code == 200
+    assert set(tolerant.headers["x-compat-ignored"].split(",")) == {"client_metadata", "tools[web_search]"}
+    with cli_server("--strict") as base_url:
+        refused = httpx.post(base_url + "/responses", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "client_metadata"
+        # --drop-unsupported-tools keeps leaving hosted tools out in strict mode.
+        hosted = {k: v for k, v in body.items() if k != "client_metadata"}
+        assert httpx.post(base_url + "/responses", json=hosted).status_code == 400
+    with cli_server("--strict", "--drop-unsupported-tools") as base_url:
+        assert httpx.post(base_url + "/responses", json=hosted).status_code == 200

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 import openai
 import orjson
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionFunctionToolParam
 
 from compat_asgi.demo import DemoChatApp, create_demo_app
@@ -51,8 +54,10 @@ TIME: ChatCompletionFunctionToolParam = {
         },
     },
 }
-WEATHER_ARGS = {"location": "Paris", "unit": "celsius", "days": 3, "detailed": True}
-TIME_ARGS = {"timezone": "example", "offsets": [1.5]}
+# Only the required keys: a model leaves optional parameters out unless it needs them.
+WEATHER_ARGS = {"location": "Paris"}
+# No "required": every property. A whole number where a number fits.
+TIME_ARGS = {"timezone": "example", "offsets": [1]}
 
 
 @dataclass
@@ -673,3 +678,216 @@ def test_sdk_stream_parallel_tool_calls(client: openai.OpenAI) -> None:
                 arguments[tool_call.index] = arguments.get(tool_call.index, "") + (tool_call.function.arguments or "")
     assert names == {0: "get_weather", 1: "get_time"}
     assert {i: orjson.loads(a) for i, a in arguments.items()} == {0: WEATHER_ARGS, 1: TIME_ARGS}
+
+
+# --------------------------------------------------------------------------
+# Tool arguments that validate against the tool's schema, for any schema
+
+
+def _bounds(draw: st.DrawFn, *, integer: bool) -> dict[str, Any]:
+    """Numeric keywords with room between them (a schema with no valid value
+    is the schema's fault, not the demo's)."""
+    schema: dict[str, Any] = {}
+    low = draw(st.none() | st.integers(-50, 50))
+    width = draw(st.integers(2, 30))
+    step = draw(st.none() | (st.integers(1, 4) if integer else st.sampled_from([0.25, 0.5, 1, 2])))
+    if step is not None:
+        schema["multipleOf"] = step
+        width += 12
+    if low is not None:
+        schema["exclusiveMinimum" if draw(st.booleans()) else "minimum"] = low
+    if draw(st.booleans()):
+        high = (low if low is not None else draw(st.integers(-50, 50))) + width
+        schema["exclusiveMaximum" if draw(st.booleans()) else "maximum"] = high
+    if not integer and low is not None and "multipleOf" not in schema and draw(st.booleans()):
+        # A range with no whole number in it: the demo must find a fraction.
+        schema = {"exclusiveMinimum": low + 0.25, "exclusiveMaximum": low + 0.75}
+    return schema
+
+
+@st.composite
+def number_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    integer = draw(st.booleans())
+    return {"type": "integer" if integer else "number", **_bounds(draw, integer=integer)}
+
+
+FORMATS = ["date-time", "date", "time", "email", "uri", "uuid", "ipv4", "ipv6", "hostname", "duration", "regex", "json-pointer"]
+
+
+@st.composite
+def string_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    fmt = draw(st.none() | st.sampled_from(FORMATS))
+    if fmt is not None:
+        return {**schema, "format": fmt}
+    low = draw(st.none() | st.integers(0, 12))
+    if low is not None:
+        schema["minLength"] = low
+    if draw(st.booleans()):
+        schema["maxLength"] = (low or 0) + draw(st.integers(1, 5))
+    return schema
+
+
+scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5)
+leaves = (
+    number_schemas()
+    | string_schemas()
+    | st.just({"type": "boolean"})
+    | st.just({"type": "null"})
+    | st.lists(scalars, min_size=1, max_size=4, unique_by=lambda v: (type(v), v)).map(lambda e: {"enum": e})
+    | scalars.map(lambda v: {"const": v})
+)
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
+
+
+@st.composite
+def object_schemas(draw: st.DrawFn, children: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+    properties = draw(st.dictionaries(names, children, max_size=5))
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if draw(st.booleans()):
+        schema["required"] = draw(st.lists(st.sampled_from(sorted(properties)), unique=True)) if properties else []
+    if draw(st.booleans()):
+        schema["additionalProperties"] = False
+    elif draw(st.booleans()):
+        schema["minProperties"] = len(properties) + draw(st.integers(0, 2))
+    return schema
+
+
+@st.composite
+def array_schemas(draw: st.DrawFn, children: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+    low = draw(st.integers(0, 3))
+    schema: dict[str, Any] = {"type": "array", "minItems": low, "maxItems": low + draw(st.integers(0, 2))}
+    if draw(st.booleans()):
+        # Distinct items need room for distinct values.
+        items = draw(st.sampled_from([{"type": "string"}, {"type": "integer", "minimum": 0}, {"type": "boolean"}]))
+        if items["type"] == "boolean":
+            schema["maxItems"] = schema["minItems"] = min(low, 2)
+        return {**schema, "items": items, "uniqueItems": True}
+    return {**schema, "items": draw(children)}
+
+
+def _composite(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    return (
+        object_schemas(children)
+        | array_schemas(children)
+        | st.lists(children, min_size=1, max_size=3).map(lambda options: {"anyOf": options})
+        | children.map(lambda s: {**s, "type": [s["type"], "null"]} if isinstance(s.get("type"), str) else s)
+    )
+
+
+tool_schemas = object_schemas(st.recursive(leaves, _composite, max_leaves=12))
+
+
+def assert_valid(arguments: Any, schema: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(arguments)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=tool_schemas, prompt=st.sampled_from(["call tool_x", "call tool_x in Rome", "tool_x: make notes.md"]))
+def test_arguments_validate_against_any_schema(schema: dict[str, Any], prompt: str) -> None:
+    tool = {"type": "function", "function": {"name": "tool_x", "parameters": schema}}
+    message = message_of(call(DemoChatApp(), chat(prompt, tools=[tool])))
+    assert_valid(orjson.loads(message["tool_calls"][0]["function"]["arguments"]), schema)
+
+
+@settings(max_examples=60, deadline=None)
+@given(schema=tool_schemas)
+def test_json_schema_answers_validate_against_any_schema(schema: dict[str, Any]) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    assert_valid(orjson.loads(message_of(call(DemoChatApp(), chat(response_format=fmt)))["content"]), schema)
+
+
+def test_numbers_are_whole_when_a_whole_number_fits() -> None:
+    # Codex declares usize parameters as "number": 1.5 cannot be parsed there.
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "number"},
+            "above_two": {"type": "number", "exclusiveMinimum": 2},
+            "fraction": {"type": "number", "minimum": 0.1, "maximum": 0.2},
+            "even": {"type": "integer", "minimum": 3, "multipleOf": 2},
+        },
+    }
+    tool = {"type": "function", "function": {"name": "measure", "parameters": schema}}
+    arguments = message_of(call(DemoChatApp(), chat("measure", tools=[tool])))["tool_calls"][0]["function"]["arguments"]
+    assert arguments == '{"n":1,"above_two":3,"fraction":0.15000000000000002,"even":4}'
+    assert_valid(orjson.loads(arguments), schema)
+
+
+# The shapes Codex offers (exec_command, apply_patch as a freeform tool that
+# the translator turns into a function with one string parameter, and the
+# older argv-style shell tool); test_codex.py drives the real thing.
+EXEC_COMMAND = {
+    "type": "object",
+    "properties": {
+        "cmd": {"type": "string"},
+        "justification": {"type": "string"},
+        "login": {"type": "boolean"},
+        "max_output_tokens": {"type": "number"},
+        "sandbox_permissions": {"type": "string", "enum": ["use_default", "require_escalated"]},
+        "shell": {"type": "string"},
+        "workdir": {"type": "string"},
+        "yield_time_ms": {"type": "number"},
+    },
+    "required": ["cmd"],
+    "additionalProperties": False,
+}
+FREEFORM = {
+    "type": "object",
+    "properties": {"input": {"type": "string"}},
+    "required": ["input"],
+    "additionalProperties": False,
+}
+SHELL = {
+    "type": "object",
+    "properties": {"command": {"type": "array", "items": {"type": "string"}}, "timeout_ms": {"type": "number"}},
+    "required": ["command"],
+}
+
+
+def called(name: str, parameters: dict[str, Any], prompt: str) -> Any:
+    tool = {"type": "function", "function": {"name": name, "parameters": parameters}}
+    message = message_of(call(DemoChatApp(), chat(prompt, tools=[tool])))
+    return orjson.loads(message["tool_calls"][0]["function"]["arguments"])
+
+
+def test_shell_tools_get_a_harmless_command() -> None:
+    # Only the required key: a made-up "shell" or "workdir" would break the run.
+    assert called("exec_command", EXEC_COMMAND, "run exec_command") == {"cmd": "echo hello-from-compat-asgi"}
+    assert called("shell", SHELL, "use shell") == {"command": ["echo", "hello-from-compat-asgi"]}
+
+
+def test_apply_patch_gets_a_patch_that_adds_a_file() -> None:
+    assert called("apply_patch", FREEFORM, "apply_patch please") == {
+        "input": "*** Begin Patch\n*** Add File: hello.txt\n+hello from compat-asgi\n*** End Patch\n"
+    }
+    # A relative file named in the prompt is the one added; absolute paths
+    # and parent directories are not file names to the demo.
+    assert called("apply_patch", FREEFORM, "apply_patch to create docs/notes.md now")["input"].startswith(
+        "*** Begin Patch\n*** Add File: docs/notes.md\n"
+    )
+    for prompt in ("apply_patch /etc/passwd.txt", "apply_patch ../up.txt"):
+        assert "*** Add File: hello.txt\n" in called("apply_patch", FREEFORM, prompt)["input"]
+    # Other tools with an "input" parameter keep the plain example string.
+    assert called("transform", FREEFORM, "transform it") == {"input": "example"}
+
+
+def test_a_namespaced_function_is_called_by_its_own_name() -> None:
+    # Responses namespaces reach a chat backend flattened as "namespace__name".
+    assert called("multi_agent_v1__close_agent", FREEFORM, "please close_agent") == {"input": "example"}
+    tool = {"type": "function", "function": {"name": "tools__get", "parameters": FREEFORM}}
+    assert "tool_calls" not in message_of(call(DemoChatApp(), chat("get_weather", tools=[tool])))
+
+
+def test_a_javascript_exec_tool_gets_a_script() -> None:
+    # Codex's code mode: a freeform "exec" tool described as running JavaScript.
+    tool = {
+        "type": "function",
+        "function": {"name": "functions__exec", "description": "Run JavaScript code", "parameters": FREEFORM},
+    }
+    message = message_of(call(DemoChatApp(), chat("please run exec", tools=[tool])))
+    assert orjson.loads(message["tool_calls"][0]["function"]["arguments"]) == {
+        "input": "text(await tools.exec_command({cmd: 'echo hello-from-compat-asgi'}));"
+    }
+    # Any other "exec" keeps the plain example.
+    assert called("exec", FREEFORM, "please run exec") == {"input": "example"}

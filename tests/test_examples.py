@@ -389,8 +389,8 @@ def test_translate_library_serves_the_openai_sdk_from_another_framework(demo_ups
         assert final.output_text.startswith("Hello! You said: via a route.")
         assert client.responses.create(model="demo", input="whole").output_text.startswith("Hello! You said: whole.")
         with pytest.raises(openai.BadRequestError) as caught:
-            client.responses.create(model="demo", input=[{"type": "nonsense"}])
-        assert caught.value.param == "input[0].type"
+            client.responses.create(model="demo", input=[{"role": "robot", "content": "x"}])
+        assert caught.value.param == "input[0].role"
 
 
 def test_translate_library_reports_errors_before_and_after_the_stream_starts(demo_upstream: str) -> None:

@@ -72,7 +72,7 @@ def test_json_line(caplog: pytest.LogCaptureFixture) -> None:
     assert line == (
         '{"request_id":"req_1","method":"POST","path":"/v1/responses","model":"gpt-4o",'
         '"upstream":"demo","mode":"translated","status":200,"stream":true,"error":null,'
-        '"ttfb_ms":12.3,"duration_ms":45.6}'
+        '"ignored":[],"ttfb_ms":12.3,"duration_ms":45.6}'
     )
 
 
@@ -82,7 +82,7 @@ def test_json_line_with_none_fields(caplog: pytest.LogCaptureFixture) -> None:
     assert line == (
         '{"request_id":"req_2","method":"GET","path":"/v1/models/x","model":null,'
         '"upstream":null,"mode":"local","status":0,"stream":false,"error":null,'
-        '"ttfb_ms":null,"duration_ms":0.0}'
+        '"ignored":[],"ttfb_ms":null,"duration_ms":0.0}'
     )
 
 
@@ -123,6 +123,21 @@ def test_text_line_cannot_be_split_or_forged(caplog: pytest.LogCaptureFixture) -
         r'POST "/v1/x\nPOST /v1/responses 200" 200 translated model="a\"b" upstream="" '
         'ttfb=12.3ms dur=45.6ms id="x=1"'
     )
+
+
+def test_ignored_names_are_listed_and_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    # Field and tool names come from the client: a newline or quote in one
+    # must not split or forge a line.
+    rec = record(ignored=("client_metadata", "tools[3]:web_search", 'x\nPOST "y'))
+    line = logged(caplog, AccessLog("text"), rec)
+    assert line == (
+        "POST /v1/responses 200 translated model=gpt-4o upstream=demo ttfb=12.3ms dur=45.6ms "
+        r'ignored="client_metadata,tools[3]:web_search,x\nPOST \"y" id=req_1'
+    )
+    parsed = orjson.loads(logged(caplog, AccessLog("json"), rec))
+    assert parsed["ignored"] == ["client_metadata", "tools[3]:web_search", 'x\nPOST "y']
+    # Nothing ignored: no field, so ordinary lines stay short.
+    assert "ignored=" not in logged(caplog, AccessLog("text"), record())
 
 
 def test_custom_logger_and_disabled_level(caplog: pytest.LogCaptureFixture) -> None:

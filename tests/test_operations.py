@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -47,6 +48,11 @@ def test_access_log_has_one_line_per_request(caplog: pytest.LogCaptureFixture, d
         httpx.post(url + "/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]})
         httpx.get(url + "/v1/models")
         httpx.post(url + "/v1/responses", json={"model": "demo"})
+        # The server thread writes a line after the last body byte, which the
+        # client may have before that: wait (bounded) for all four.
+        deadline = time.monotonic() + 10
+        while sum(r.name == "compat_asgi.access" for r in caplog.records) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "compat_asgi.access"]
     assert [(l["method"], l["path"], l["mode"], l["status"]) for l in lines] == [
         ("POST", "/v1/responses", "translated", 200),

@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.validation import (
+    Ignored,
     as_dict,
     bad_value,
     check_keys,
@@ -49,8 +51,11 @@ class TranslatedChatRequest:
     include_usage: bool
     """``stream_options.include_usage`` of the chat request: the shell owes a usage chunk."""
     model: str
+    ignored: tuple[str, ...] = ()
+    """Top-level fields the request sent that the server left unused (bounded)."""
 
 
+_DEFAULT_OPTIONS = RequestOptions()
 # Everything CompletionCreateParams defines.
 _KNOWN_KEYS = frozenset(
     {
@@ -469,9 +474,12 @@ def _check_no_equivalent(body: dict[str, Any]) -> None:
 # The request
 
 
-def chat_to_responses(body: object) -> TranslatedChatRequest:
-    """Validate a chat-completions create body and map it to a Responses create body."""
-    body = check_keys(body, _KNOWN_KEYS, _UNSUPPORTED_KEYS)
+def chat_to_responses(body: object, options: RequestOptions = _DEFAULT_OPTIONS) -> TranslatedChatRequest:
+    """Validate a chat-completions create body and map it to a Responses create
+    body. Unknown top-level fields are left out and reported (a 400 when
+    ``options.strict``)."""
+    ignored = Ignored(strict=options.strict)
+    body = check_keys(body, _KNOWN_KEYS, _UNSUPPORTED_KEYS, ignored)
     model = required_model(body)
     items = _input_items(body.get("messages"))
     out: dict[str, Any] = {"model": model, "input": items}
@@ -572,4 +580,6 @@ def chat_to_responses(body: object) -> TranslatedChatRequest:
     # upstream would otherwise store every turn by default.
     out["store"] = opt_bool(body, "store", "store") or False
     out["stream"] = stream
-    return TranslatedChatRequest(responses=out, stream=stream, include_usage=include_usage, model=model)
+    return TranslatedChatRequest(
+        responses=out, stream=stream, include_usage=include_usage, model=model, ignored=ignored.names
+    )

@@ -14,6 +14,8 @@ real API accepts but a chat-completions backend cannot do,
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import orjson
 
 from compat_asgi.core.options import OutputOptions, RequestOptions
 from compat_asgi.core.validation import (
+    Ignored,
     as_dict,
     bad_value,
     check_keys,
@@ -41,7 +44,16 @@ from compat_asgi.core.validation import (
 )
 from compat_asgi.errors import InvalidRequest
 
-__all__ = ["TranslatedRequest", "responses_to_chat", "CUSTOM_TOOL_PARAMETERS"]
+__all__ = [
+    "TranslatedRequest",
+    "responses_to_chat",
+    "namespaced_name",
+    "CUSTOM_TOOL_PARAMETERS",
+    "INPUT_ITEM_TYPES",
+    "HOSTED_ITEM_TYPES",
+    "TOOL_TYPES",
+    "HOSTED_TOOL_TYPES",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,9 @@ class TranslatedRequest:
     stream: bool
     output: OutputOptions = OutputOptions()
     """How the answer becomes output items (custom tools, reasoning form)."""
+    ignored: tuple[str, ...] = ()
+    """Names of what the request sent and the server left unused (unknown
+    fields, hosted tools, item types a chat backend cannot run), bounded."""
 
 
 _DEFAULT_OPTIONS = RequestOptions()
@@ -131,6 +146,107 @@ _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _PROMPT_CACHE_RETENTIONS = ("in_memory", "24h")
 
 _TOP_LOGPROBS_MAX = 20
+
+# Every member of the SDK's ResponseInputItemParam and ToolParam unions is one
+# of these: mapped for the chat backend, or (hosted) left out and reported,
+# refused in strict mode. The README's "What the server accepts" lists them.
+INPUT_ITEM_TYPES = frozenset(
+    {
+        "message",
+        "function_call",
+        "function_call_output",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "reasoning",
+        "item_reference",
+        "additional_tools",
+    }
+)
+# Records of tools the server cannot run, and state only OpenAI can read:
+# a chat backend has nothing to do with them.
+HOSTED_ITEM_TYPES = frozenset(
+    {
+        "file_search_call",
+        "computer_call",
+        "computer_call_output",
+        "web_search_call",
+        "image_generation_call",
+        "code_interpreter_call",
+        "local_shell_call",
+        "local_shell_call_output",
+        "shell_call",
+        "shell_call_output",
+        "apply_patch_call",
+        "apply_patch_call_output",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "mcp_approval_response",
+        "mcp_call",
+        "tool_search_call",
+        "tool_search_output",
+        "program",
+        "program_output",
+        "compaction",
+        "compaction_trigger",
+        "configuration_update",
+    }
+)
+TOOL_TYPES = frozenset({"function", "custom", "namespace"})
+HOSTED_TOOL_TYPES = frozenset(
+    {
+        "file_search",
+        "computer",
+        "computer_use",
+        "computer_use_preview",
+        "web_search",
+        "web_search_2025_08_26",
+        "web_search_preview",
+        "web_search_preview_2025_03_11",
+        "mcp",
+        "code_interpreter",
+        "programmatic_tool_calling",
+        "image_generation",
+        "local_shell",
+        "shell",
+        "tool_search",
+        "apply_patch",
+    }
+)
+# Fields each item/tool type defines (the SDK's TypedDicts); any other field is
+# reported as ignored, or refused in strict mode.
+_ITEM_FIELDS: dict[str, frozenset[str]] = {
+    "message": frozenset({"type", "id", "status", "role", "content", "phase"}),
+    "function_call": frozenset(
+        {"type", "id", "status", "call_id", "name", "namespace", "arguments", "caller", "async"}
+    ),
+    "custom_tool_call": frozenset(
+        {"type", "id", "status", "call_id", "name", "namespace", "input", "caller", "async"}
+    ),
+    "function_call_output": frozenset(
+        {"type", "id", "status", "call_id", "name", "namespace", "output", "caller"}
+    ),
+    "custom_tool_call_output": frozenset(
+        {"type", "id", "status", "call_id", "name", "namespace", "output", "caller"}
+    ),
+    "reasoning": frozenset({"type", "id", "status", "summary", "content", "encrypted_content"}),
+    "item_reference": frozenset({"type", "id"}),
+    "additional_tools": frozenset({"type", "id", "role", "tools"}),
+}
+_TOOL_FIELDS: dict[str, frozenset[str]] = {
+    "function": frozenset(
+        {
+            "type", "name", "description", "parameters", "strict", "allowed_callers",
+            "async", "defer_loading", "output_schema",
+        }
+    ),
+    "custom": frozenset(
+        {"type", "name", "description", "format", "allowed_callers", "async", "defer_loading"}
+    ),
+    "namespace": frozenset({"type", "name", "description", "tools"}),
+}
+# OpenAI chat function names; a namespaced name that does not fit is shortened.
+_CHAT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CHAT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 _TEXT_PART_TYPES = ("input_text", "output_text")
 _MESSAGE_PART_TYPES: dict[str, tuple[str, ...]] = {
@@ -297,8 +413,38 @@ def _append_reasoning(message: dict[str, Any], pending: list[str]) -> None:
     message["reasoning_content"] = f"{previous}\n{text}" if previous else text
 
 
+def namespaced_name(namespace: str, name: str) -> str:
+    """The chat function name for tool ``name`` of ``namespace``: readable
+    (``ns__name``) when that fits chat's name rules, else shortened with a
+    digest. The same pair always gives the same name, so history sent back
+    on a later turn names the same function."""
+    flat = f"{namespace}__{name}"
+    if _CHAT_NAME.fullmatch(flat):
+        return flat
+    digest = hashlib.sha256(f"{namespace}\0{name}".encode()).hexdigest()[:10]
+    return f"{_CHAT_NAME_UNSAFE.sub('_', flat)[:53]}_{digest}"
+
+
+def _call_name(item: dict[str, Any], param: str) -> tuple[str, str | None]:
+    """(name, namespace) of a call or output item."""
+    name = req_str(item, "name", param, non_empty=True)
+    return name, opt_str(item, "namespace", f"{param}.namespace")
+
+
+def _refuse_or_ignore(ignored: Ignored, drop: bool, param: str, message: str, name: str) -> None:
+    """Something a chat backend cannot use: a 400 in strict mode (unless the
+    server was told to drop it), else left out and reported as ``name``."""
+    if ignored.strict and not drop:
+        unsupported(param, message)
+    ignored.add(name)
+
+
 def _input_messages(
-    items: list[Any], messages: list[dict[str, Any]], options: RequestOptions
+    items: list[Any],
+    messages: list[dict[str, Any]],
+    options: RequestOptions,
+    tools: _Tools,
+    ignored: Ignored,
 ) -> None:
     """Append the chat messages for a Responses ``input`` item list to ``messages``.
 
@@ -307,6 +453,8 @@ def _input_messages(
     attached to the next assistant message built (or merged into). If a
     non-assistant message comes first, or the input ends, it is dropped: the
     reasoning belonged to a turn the backend cannot be shown.
+
+    ``additional_tools`` items add their tools to ``tools``.
     """
     # The assistant message a following function_call merges into, so that
     # parallel calls reach the backend as one assistant turn.
@@ -315,6 +463,18 @@ def _input_messages(
     # Images/files from function_call_output: chat tool messages carry text
     # only, so they follow the run of tool messages as one user message.
     tool_media: list[dict[str, Any]] = []
+    # (call_id, name, namespace) of every call so far, for outputs that name
+    # their tool instead of the call.
+    calls: list[tuple[str, str, str | None]] = []
+
+    def add_call(call: dict[str, Any]) -> None:
+        nonlocal open_assistant
+        if open_assistant is None:
+            open_assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
+            messages.append(open_assistant)
+        else:
+            open_assistant.setdefault("tool_calls", []).append(call)
+        _append_reasoning(open_assistant, pending_reasoning)
 
     for i, raw in enumerate(items):
         param = f"input[{i}]"
@@ -330,6 +490,20 @@ def _input_messages(
         elif not isinstance(kind, str):
             type_error(f"{param}.type", "a string", kind)
 
+        if kind not in INPUT_ITEM_TYPES:
+            _refuse_or_ignore(
+                ignored,
+                False,
+                f"{param}.type",
+                f"Invalid value for '{param}.type': input item type '{kind}' is not supported "
+                "by this server. Supported types are: 'message', 'function_call', "
+                "'function_call_output', 'custom_tool_call', 'custom_tool_call_output', "
+                "'reasoning', 'item_reference', 'additional_tools'.",
+                f"input[{kind}]",
+            )
+            continue
+        ignored.fields(item, _ITEM_FIELDS[kind], param, f"input[{kind}]")
+
         if tool_media and kind != "function_call_output":
             messages.append({"role": "user", "content": tool_media})
             tool_media = []
@@ -344,6 +518,7 @@ def _input_messages(
                 bad_value(f"{param}.role", role, _ROLES)
             if "content" not in item:
                 missing(f"{param}.content")
+            opt_enum(item, "phase", f"{param}.phase", ("commentary", "final_answer"))
             content = _message_content(item["content"], role, f"{param}.content")
             if role == "assistant":
                 message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -362,24 +537,37 @@ def _input_messages(
             else:
                 # Custom tools reach the backend as a function of one string.
                 arguments = orjson.dumps({"input": req_str(item, "input", param)}).decode()
-            call = {
-                "id": req_str(item, "call_id", param, non_empty=True),
-                "type": "function",
-                "function": {"name": req_str(item, "name", param, non_empty=True), "arguments": arguments},
-            }
-            if open_assistant is None:
-                open_assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
-                messages.append(open_assistant)
-            else:
-                open_assistant.setdefault("tool_calls", []).append(call)
-            _append_reasoning(open_assistant, pending_reasoning)
+            call_id = req_str(item, "call_id", param, non_empty=True)
+            name, namespace = _call_name(item, param)
+            calls.append((call_id, name, namespace))
+            flat = name if namespace is None else namespaced_name(namespace, name)
+            add_call({"id": call_id, "type": "function", "function": {"name": flat, "arguments": arguments}})
 
         elif kind in ("function_call_output", "custom_tool_call_output"):
-            # The call may live in stored history, so an unmatched call_id is forwarded.
-            call_id = req_str(item, "call_id", param, non_empty=True)
             if "output" not in item:
                 missing(f"{param}.output")
             text = _tool_output(item["output"], f"{param}.output", tool_media)
+            # The call may live in stored history, so an unmatched call_id is forwarded.
+            output_call_id = opt_str(item, "call_id", f"{param}.call_id")
+            if output_call_id:
+                call_id = output_call_id
+            elif output_call_id is not None:
+                string(output_call_id, f"{param}.call_id", non_empty=True)
+            else:
+                # Codex sends outputs of tools it ran on its own (no call in the
+                # history) by name and namespace: answer the latest such call,
+                # or show the backend a call of that tool made for the output.
+                if item.get("name") is None:
+                    missing(f"{param}.call_id")
+                name, namespace = _call_name(item, param)
+                matched = next(
+                    (c for c, n, ns in reversed(calls) if n == name and ns == namespace), None
+                )
+                if matched is None:
+                    matched = f"call_input_{i}"
+                    flat = name if namespace is None else namespaced_name(namespace, name)
+                    add_call({"id": matched, "type": "function", "function": {"name": flat, "arguments": "{}"}})
+                call_id = matched
             messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
             pending_reasoning.clear()
             open_assistant = None
@@ -389,19 +577,18 @@ def _input_messages(
             if text:
                 pending_reasoning.append(text)
 
-        elif kind == "item_reference":
+        elif kind == "additional_tools":
+            role = item.get("role")
+            if role is not None and role != "developer":
+                bad_value(f"{param}.role", str(role), ("developer",))
+            if item.get("tools") is None:
+                missing(f"{param}.tools")
+            tools.offer(item["tools"], f"{param}.tools", extra=True)
+
+        else:  # item_reference
             unsupported(
                 param,
                 f"'{param}': item_reference requires a response store, which this server does not have.",
-            )
-
-        else:
-            raise InvalidRequest(
-                f"Invalid value for '{param}.type': input item type '{kind}' is not supported "
-                "by this server. Supported types are: 'message', 'function_call', "
-                "'function_call_output', 'custom_tool_call', 'custom_tool_call_output', 'reasoning'.",
-                param=f"{param}.type",
-                code="unsupported_value",
             )
 
     if tool_media:
@@ -412,39 +599,87 @@ def _input_messages(
 # Tools, tool_choice, text format
 
 
-def _chat_tools(
-    tools: object, options: RequestOptions
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], frozenset[str]]:
-    """(echoed tools, chat tools by name in offered order, names of custom tools)."""
-    if tools is None:
-        return [], {}, frozenset()
-    if not isinstance(tools, list):
-        type_error("tools", "an array", tools)
-    chat_tools: dict[str, dict[str, Any]] = {}
-    custom: set[str] = set()
-    for i, raw in enumerate(tools):
-        param = f"tools[{i}]"
-        tool = as_dict(raw, param)
-        kind = type_of(tool, param)
-        if kind not in ("function", "custom"):
-            if options.drop_unsupported_tools:
+class _Tools:
+    """The chat functions a request offers: its ``tools`` and those of its
+    ``additional_tools`` items, namespaces flattened, hosted tools left out."""
+
+    __slots__ = ("options", "ignored", "chat", "custom", "namespaced")
+
+    def __init__(self, options: RequestOptions, ignored: Ignored) -> None:
+        self.options = options
+        self.ignored = ignored
+        self.chat: dict[str, dict[str, Any]] = {}  # by chat name, in offered order
+        self.custom: set[str] = set()
+        self.namespaced: dict[str, tuple[str, str]] = {}
+
+    def offer(self, tools: object, param: str, *, extra: bool = False) -> list[Any]:
+        """Add ``tools`` (``param`` is where they are); the echo of them for the
+        Response object. ``extra``: a tool already offered is kept, not refused
+        (additional_tools items repeat on every turn of a stored history)."""
+        if not isinstance(tools, list):
+            type_error(param, "an array", tools)
+        echo: list[Any] = []
+        for i, raw in enumerate(tools):
+            p = f"{param}[{i}]"
+            tool = as_dict(raw, p)
+            kind = type_of(tool, p)
+            if kind not in TOOL_TYPES:
+                self._skip(kind, p)
+                echo.append(tool)
                 continue
-            unsupported(
-                f"{param}.type",
-                f"Tool type '{kind}' is not supported by this server: only 'function' and "
-                "'custom' tools can be offered to a chat-completions backend.",
-            )
+            self.ignored.fields(tool, _TOOL_FIELDS[kind], p, f"tools[{kind}]")
+            if kind != "namespace":
+                self._function(tool, kind, p, None, extra)
+                echo.append(_echo_tool(tool))
+                continue
+            namespace = req_str(tool, "name", p, non_empty=True)
+            opt_str(tool, "description", f"{p}.description")
+            members = tool.get("tools")
+            if not isinstance(members, list):
+                type_error(f"{p}.tools", "an array", members)
+            echoed = []
+            for j, member in enumerate(members):
+                q = f"{p}.tools[{j}]"
+                entry = as_dict(member, q)
+                member_kind = type_of(entry, q)
+                if member_kind not in ("function", "custom"):
+                    self._skip(member_kind, q)
+                    continue
+                self.ignored.fields(entry, _TOOL_FIELDS[member_kind], q, f"tools[{kind}.{member_kind}]")
+                self._function(entry, member_kind, q, namespace, extra)
+                echoed.append(_echo_tool(entry))
+            echo.append({**tool, "tools": echoed})
+        return echo
+
+    def _skip(self, kind: str, param: str) -> None:
+        _refuse_or_ignore(
+            self.ignored,
+            self.options.drop_unsupported_tools,
+            f"{param}.type",
+            f"Tool type '{kind}' is not supported by this server: only 'function', "
+            "'custom' and 'namespace' tools can be offered to a chat-completions backend.",
+            f"tools[{kind}]",
+        )
+
+    def _function(
+        self, tool: dict[str, Any], kind: str, param: str, namespace: str | None, extra: bool
+    ) -> None:
         name = req_str(tool, "name", param, non_empty=True)
-        if name in chat_tools:
+        chat_name = name if namespace is None else namespaced_name(namespace, name)
+        if chat_name in self.chat:
+            if extra:
+                return
             raise InvalidRequest(
                 f"Invalid 'tools': the name '{name}' is used by more than one tool.",
                 param=f"{param}.name",
                 code="invalid_value",
             )
-        function: dict[str, Any] = {"name": name}
+        if namespace is not None:
+            self.namespaced[chat_name] = (namespace, name)
+        function: dict[str, Any] = {"name": chat_name}
         description = opt_str(tool, "description", f"{param}.description")
         if kind == "custom":
-            custom.add(name)
+            self.custom.add(chat_name)
             hint = _custom_format_hint(tool, param)
             description = "\n\n".join(filter(None, [description, hint]))
             if description:
@@ -459,8 +694,15 @@ def _chat_tools(
             strict = opt_bool(tool, "strict", f"{param}.strict")
             if strict is not None:
                 function["strict"] = strict
-        chat_tools[name] = {"type": "function", "function": function}
-    return tools, chat_tools, frozenset(custom)
+        self.chat[chat_name] = {"type": "function", "function": function}
+
+
+def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as the Response object lists it: every key of OpenAI's
+    FunctionTool present (null when the request left it out)."""
+    if tool.get("type") != "function":
+        return tool
+    return {"parameters": None, "strict": None, **tool}
 
 
 def _custom_format_hint(tool: dict[str, Any], param: str) -> str | None:
@@ -480,7 +722,7 @@ def _custom_format_hint(tool: dict[str, Any], param: str) -> str | None:
 
 
 def _chat_tool_choice(
-    choice: object, tools: dict[str, dict[str, Any]]
+    choice: object, tools: dict[str, dict[str, Any]], ignored: Ignored, options: RequestOptions
 ) -> tuple[str | dict[str, Any], dict[str, dict[str, Any]]]:
     """(chat tool_choice, the tools the upstream may see)."""
     if isinstance(choice, str):
@@ -506,26 +748,44 @@ def _chat_tool_choice(
         allowed: dict[str, dict[str, Any]] = {}
         for i, raw in enumerate(listed):
             entry = as_dict(raw, f"tool_choice.tools[{i}]")
+            entry_kind = type_of(entry, f"tool_choice.tools[{i}]")
+            if entry_kind not in ("function", "custom"):
+                # A hosted tool: it was left out of the tools as well.
+                _refuse_or_ignore(
+                    ignored,
+                    options.drop_unsupported_tools,
+                    f"tool_choice.tools[{i}].type",
+                    f"Tool type '{entry_kind}' is not supported by this server.",
+                    f"tool_choice[{entry_kind}]",
+                )
+                continue
             name = _offered(entry, f"tool_choice.tools[{i}]", tools)
             allowed[name] = tools[name]
         # The upstream only sees the allowed subset, so it cannot call the rest.
         return mode, allowed
-    unsupported(
+    _refuse_or_ignore(
+        ignored,
+        options.drop_unsupported_tools,
         "tool_choice",
         f"tool_choice of type '{kind}' is not supported by this server: use 'auto', 'none', "
         "'required', a function or custom tool, or allowed_tools.",
+        f"tool_choice[{kind}]",
     )
+    # The hosted tool it names was left out: the backend chooses among the rest.
+    return "auto", tools
 
 
 def _offered(entry: dict[str, Any], param: str, tools: dict[str, dict[str, Any]]) -> str:
     name = req_str(entry, "name", param)
-    if name not in tools:
+    namespace = opt_str(entry, "namespace", f"{param}.namespace")
+    chat_name = name if namespace is None else namespaced_name(namespace, name)
+    if chat_name not in tools:
         raise InvalidRequest(
             f"Invalid value for '{param}.name': no tool named '{name}' is in 'tools'.",
             param=f"{param}.name",
             code="invalid_value",
         )
-    return name
+    return chat_name
 
 
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
@@ -571,7 +831,8 @@ def responses_to_chat(
     body: object, options: RequestOptions = _DEFAULT_OPTIONS
 ) -> TranslatedRequest:
     """Validate a Responses create body and map it to a chat-completions body."""
-    body = check_keys(body, _KNOWN_KEYS, _UNSUPPORTED_KEYS)
+    ignored = Ignored(strict=options.strict)
+    body = check_keys(body, _KNOWN_KEYS, _UNSUPPORTED_KEYS, ignored)
     model = required_model(body)
 
     stream = opt_bool(body, "stream", "stream") or False
@@ -581,6 +842,11 @@ def responses_to_chat(
             "'background' mode is not supported by this server.",
             code="unsupported_parameter",
         )
+
+    # --- tools first: additional_tools items of the input add to them
+    tools = _Tools(options, ignored)
+    raw_tools = body.get("tools")
+    echo_tools = [] if raw_tools is None else tools.offer(raw_tools, "tools")
 
     # --- messages
     messages: list[dict[str, Any]] = []
@@ -593,18 +859,25 @@ def responses_to_chat(
     if isinstance(input_value, str):
         messages.append({"role": "user", "content": input_value})
     elif isinstance(input_value, list):
-        _input_messages(input_value, messages, options)
+        _input_messages(input_value, messages, options, tools, ignored)
     else:
         type_error("input", "a string or an array of input items", input_value)
+    if not messages and ignored.names:
+        raise InvalidRequest(
+            "Invalid 'input': nothing in it can be shown to a chat backend; these were "
+            f"left unused: {', '.join(ignored.names)}.",
+            param="input",
+            code="invalid_value",
+        )
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
 
-    # --- tools
-    echo_tools, chat_tools, custom_tools = _chat_tools(body.get("tools"), options)
+    # --- tool choice
+    chat_tools = tools.chat
     tool_choice = body.get("tool_choice")
     chat_tool_choice = None
     if tool_choice is not None:
-        chat_tool_choice, chat_tools = _chat_tool_choice(tool_choice, chat_tools)
+        chat_tool_choice, chat_tools = _chat_tool_choice(tool_choice, chat_tools, ignored, options)
     parallel_tool_calls = opt_bool(body, "parallel_tool_calls", "parallel_tool_calls")
     if chat_tools:
         chat["tools"] = list(chat_tools.values())
@@ -679,7 +952,9 @@ def responses_to_chat(
     max_tool_calls = opt_int(body, "max_tool_calls", "max_tool_calls", 0)
     prompt_cache_key = opt_str(body, "prompt_cache_key", "prompt_cache_key")
     safety_identifier = opt_str(body, "safety_identifier", "safety_identifier")
-    opt_enum(body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS)
+    prompt_cache_retention = opt_enum(
+        body, "prompt_cache_retention", "prompt_cache_retention", _PROMPT_CACHE_RETENTIONS
+    )
     include = body.get("include")
     included: set[str] = set()
     if include is not None:
@@ -718,11 +993,26 @@ def responses_to_chat(
         "prompt_cache_key": prompt_cache_key,
         "safety_identifier": safety_identifier,
         "conversation": conversation,
+        "prompt_cache_retention": prompt_cache_retention,
+        # Keys of the Response model this server always has the same answer
+        # for: penalties are chat-only parameters (OpenResponses requires the
+        # keys), the rest are features it refuses or has no data for.
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "prompt": None,
+        "access_programs": None,
+        "image": None,
+        "moderation": None,
+        "input_transformations": None,
+        "prompt_cache_options": None,
+        "prompt_cache_diagnostics": None,
+        "tool_usage": None,
     }
     output = OutputOptions(
-        custom_tools=custom_tools,
+        custom_tools=frozenset(tools.custom),
+        namespaced=tools.namespaced,
         reasoning_summary=summary is not None,
         reasoning_seal=options.reasoning_seal if ENCRYPTED_REASONING in included else None,
         think_tags=options.think_tags,
     )
-    return TranslatedRequest(chat=chat, echo=echo, stream=stream, output=output)
+    return TranslatedRequest(chat=chat, echo=echo, stream=stream, output=output, ignored=ignored.names)

@@ -7,13 +7,14 @@ from typing import Any
 
 import orjson
 
-from compat_asgi.core.ids import IdFactory
+from compat_asgi.core.ids import Clock, IdFactory
 from compat_asgi.core.options import OutputOptions
 from compat_asgi.core.reasoning import ReasoningSeal, split_think
 from compat_asgi.errors import UpstreamProtocolError
 
 __all__ = [
     "new_response",
+    "finish_response",
     "map_usage",
     "finish_status",
     "message_item",
@@ -26,6 +27,7 @@ __all__ = [
     "summary_text_part",
     "custom_tool_call_item",
     "custom_tool_input",
+    "tool_name",
     "reasoning_output",
     "chat_completion_to_response",
 ]
@@ -36,11 +38,17 @@ _INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content
 
 
 def new_response(echo: dict[str, Any], response_id: str, created_at: int) -> dict[str, Any]:
-    """The in-progress Response object: id, lifecycle fields, then the request echo."""
+    """The in-progress Response object: id, lifecycle fields, then the request echo.
+
+    Every key of OpenAI's ``Response`` model and of the OpenResponses schema is
+    present from the first event on (null where this server has no value):
+    clients and validators that read a key unconditionally must not break.
+    """
     return {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
+        "completed_at": None,
         "status": "in_progress",
         "error": None,
         "incomplete_details": None,
@@ -48,6 +56,17 @@ def new_response(echo: dict[str, Any], response_id: str, created_at: int) -> dic
         "output": [],
         "usage": None,
     }
+
+
+def finish_response(
+    response: dict[str, Any], status: str, incomplete: dict[str, str] | None, completed_at: int | None
+) -> None:
+    """Set the terminal status; ``completed_at`` only when it completed (the
+    creation time stands in when no clock is given)."""
+    response["status"] = status
+    response["incomplete_details"] = incomplete
+    if status == "completed":
+        response["completed_at"] = response["created_at"] if completed_at is None else completed_at
 
 
 def map_usage(usage: Any) -> dict[str, Any]:
@@ -110,9 +129,9 @@ def refusal_part(text: str) -> dict[str, Any]:
 
 
 def function_call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str
+    item_id: str, call_id: str, name: str, arguments: str, status: str, namespace: str | None = None
 ) -> dict[str, Any]:
-    return {
+    item = {
         "id": item_id,
         "type": "function_call",
         "status": status,
@@ -120,6 +139,9 @@ def function_call_item(
         "call_id": call_id,
         "name": name,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 def reasoning_item(
@@ -147,9 +169,9 @@ def summary_text_part(text: str) -> dict[str, Any]:
 
 
 def custom_tool_call_item(
-    item_id: str, call_id: str, name: str, tool_input: str, status: str
+    item_id: str, call_id: str, name: str, tool_input: str, status: str, namespace: str | None = None
 ) -> dict[str, Any]:
-    return {
+    item = {
         "id": item_id,
         "type": "custom_tool_call",
         "status": status,
@@ -157,6 +179,19 @@ def custom_tool_call_item(
         "name": name,
         "input": tool_input,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
+
+
+def tool_name(chat_name: str, options: OutputOptions) -> tuple[str, str | None]:
+    """(name, namespace) of the tool a chat function call is for: tools offered
+    inside a namespace go back under it, so the client routes the call."""
+    namespaced = options.namespaced.get(chat_name)
+    if namespaced is None:
+        return chat_name, None
+    namespace, name = namespaced
+    return name, namespace
 
 
 def custom_tool_input(arguments: str) -> str:
@@ -188,6 +223,7 @@ def chat_completion_to_response(
     response: dict[str, Any],
     ids: IdFactory,
     options: OutputOptions = _DEFAULT_OUTPUT,
+    clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Fill ``response`` (from :func:`new_response`) from a non-streamed chat completion."""
     if not isinstance(completion, dict):
@@ -227,19 +263,21 @@ def chat_completion_to_response(
             raise UpstreamProtocolError("upstream tool call has no function")
         call_id = call.get("id")
         call_id = call_id if isinstance(call_id, str) and call_id else ids("call")
-        name = str(function.get("name") or "")
+        chat_name = str(function.get("name") or "")
+        name, namespace = tool_name(chat_name, options)
         arguments = arguments_text(function.get("arguments"))
-        if name in options.custom_tools:
+        if chat_name in options.custom_tools:
             output.append(
                 custom_tool_call_item(
-                    ids("ctc"), call_id, name, custom_tool_input(arguments), "completed"
+                    ids("ctc"), call_id, name, custom_tool_input(arguments), "completed", namespace
                 )
             )
         else:
-            output.append(function_call_item(ids("fc"), call_id, name, arguments, "completed"))
+            output.append(
+                function_call_item(ids("fc"), call_id, name, arguments, "completed", namespace)
+            )
 
-    response["status"] = status
-    response["incomplete_details"] = incomplete
+    finish_response(response, status, incomplete, clock() if clock is not None else None)
     response["output"] = output
     response["usage"] = map_usage(completion.get("usage"))
     return response

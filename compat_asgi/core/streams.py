@@ -22,13 +22,14 @@ from typing import Any
 
 import orjson
 
-from compat_asgi.core.ids import IdFactory
+from compat_asgi.core.ids import Clock, IdFactory
 from compat_asgi.core.options import OutputOptions
 from compat_asgi.core.reasoning import ThinkSplitter
 from compat_asgi.core.responses import (
     arguments_text,
     custom_tool_call_item,
     custom_tool_input,
+    finish_response,
     finish_status,
     function_call_item,
     map_usage,
@@ -38,6 +39,7 @@ from compat_asgi.core.responses import (
     reasoning_text_part,
     refusal_part,
     summary_text_part,
+    tool_name,
 )
 from compat_asgi.core.sse import DEFAULT_MAX_LINE, DONE, SSEDecoder
 from compat_asgi.errors import CompatError, UpstreamProtocolError, UpstreamStatusError
@@ -152,14 +154,17 @@ class _TextItem:
 class _Call:
     """One function or custom tool call, keyed by the chat ``index`` it streams under."""
 
-    __slots__ = ("id", "index", "call_id", "name", "chunks", "upstream_id", "custom", "input")
+    __slots__ = (
+        "id", "index", "call_id", "name", "namespace", "chunks", "upstream_id", "custom", "input"
+    )
 
     def __init__(self, call_id: str | None) -> None:
         self.id = ""  # assigned with its prefix when announced
         self.index = -1  # output_index, assigned when announced
         self.upstream_id = call_id
         self.call_id = call_id or ""
-        self.name = ""
+        self.name = ""  # the chat function's name until announced, then the tool's
+        self.namespace: str | None = None
         self.chunks: list[str] = _Deltas()
         self.custom = False
         self.input: _InputDecoder | None = None
@@ -168,8 +173,10 @@ class _Call:
         arguments = "".join(self.chunks)
         if self.custom:
             tool_input = custom_tool_input(arguments)
-            return custom_tool_call_item(self.id, self.call_id, self.name, tool_input, status)
-        return function_call_item(self.id, self.call_id, self.name, arguments, status)
+            return custom_tool_call_item(
+                self.id, self.call_id, self.name, tool_input, status, self.namespace
+            )
+        return function_call_item(self.id, self.call_id, self.name, arguments, status, self.namespace)
 
 
 class _InputDecoder:
@@ -263,8 +270,10 @@ class ChatToResponses:
         *,
         max_line: int = DEFAULT_MAX_LINE,
         options: OutputOptions = _DEFAULT_OUTPUT,
+        clock: Clock | None = None,
     ) -> None:
         self.response = response
+        self._clock = clock
         self.done = False
         self.saw_done = False
         self._decoder = SSEDecoder(max_line)
@@ -365,8 +374,7 @@ class ChatToResponses:
         status, incomplete = finish_status(self._finish_reason)
         self._close_all(incomplete is not None)
         response = self.response
-        response["status"] = status
-        response["incomplete_details"] = incomplete
+        finish_response(response, status, incomplete, self._clock() if self._clock else None)
         response["output"] = [item for item in self._output if item is not None]
         response["usage"] = map_usage(self._usage)
         self._emit({"type": f"response.{status}", "response": response})
@@ -600,13 +608,18 @@ class ChatToResponses:
         if not call.call_id:
             call.call_id = self._ids("call")
         call.custom = call.name in self._options.custom_tools
+        call.name, call.namespace = tool_name(call.name, self._options)
         if call.custom:
             call.id = self._ids("ctc")
             call.input = _InputDecoder()
-            item = custom_tool_call_item(call.id, call.call_id, call.name, "", "in_progress")
+            item = custom_tool_call_item(
+                call.id, call.call_id, call.name, "", "in_progress", call.namespace
+            )
         else:
             call.id = self._ids("fc")
-            item = function_call_item(call.id, call.call_id, call.name, "", "in_progress")
+            item = function_call_item(
+                call.id, call.call_id, call.name, "", "in_progress", call.namespace
+            )
         call.index = self._announce(item)
         if call.chunks:
             self._emit_arguments(call, "".join(call.chunks))

@@ -7,6 +7,7 @@ names the exact path and whose ``code`` follows OpenAI's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -15,7 +16,8 @@ from compat_asgi.errors import InvalidRequest
 __all__ = [
     "json_type", "type_error", "missing", "bad_value", "unsupported", "string", "req_str",
     "opt_str", "opt_bool", "opt_enum", "opt_int", "opt_number", "opt_dict", "as_dict",
-    "type_of", "checked_metadata", "check_keys", "required_model",
+    "type_of", "checked_metadata", "check_keys", "required_model", "Ignored",
+    "IGNORED_MAX_NAMES", "IGNORED_MAX_NAME",
 ]
 
 METADATA_MAX_PAIRS = 16
@@ -208,10 +210,78 @@ def checked_metadata(body: dict[str, Any]) -> dict[str, Any]:
 
 
 
-def check_keys(body: object, known: frozenset[str], unsupported_keys: Mapping[str, str]) -> dict[str, Any]:
-    """The body as an object whose top-level keys are all known (OpenAI's
-    "Unrecognized request argument" otherwise); keys a backend cannot honour
-    are refused with the reason ``unsupported_keys`` gives."""
+# Bounds on what one request can make the server report: the names travel in a
+# response header and a log line, so neither their number nor length may grow
+# with what a client sends.
+IGNORED_MAX_NAMES = 32
+IGNORED_MAX_NAME = 64
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\[\]-]")
+
+
+class Ignored:
+    """What a request sent that the server accepted without using: unknown
+    fields, hosted tools and item types a chat backend cannot run.
+
+    A translation layer trails its clients, so by default these are reported,
+    not refused; ``strict`` restores OpenAI's 400 instead. Names are reduced to
+    a safe alphabet (client bytes never reach a header or log line as sent),
+    cut to :data:`IGNORED_MAX_NAME` characters and capped at
+    :data:`IGNORED_MAX_NAMES`, past which only a count is kept.
+    """
+
+    __slots__ = ("strict", "_names", "overflow")
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        self._names: dict[str, None] = {}
+        self.overflow = 0
+
+    def add(self, name: str) -> None:
+        name = _UNSAFE_NAME_CHARS.sub("_", name[: IGNORED_MAX_NAME * 2])[:IGNORED_MAX_NAME]
+        if name in self._names:
+            return
+        if len(self._names) >= IGNORED_MAX_NAMES:
+            self.overflow += 1
+        else:
+            self._names[name] = None
+
+    def unknown(self, key: object, param: str, name: str) -> None:
+        """An unrecognised field ``key`` at ``param``: reported as ``name``, or
+        OpenAI's ``unknown_parameter`` in strict mode."""
+        if self.strict:
+            raise InvalidRequest(
+                f"Unrecognized request argument supplied: {param}",
+                param=param,
+                code="unknown_parameter",
+            )
+        self.add(name)
+
+    def fields(self, obj: dict[str, Any], known: frozenset[str], param: str, name: str) -> None:
+        """Check ``obj``'s keys against ``known``; each other key is reported as
+        ``{name}.{key}`` (``param`` is its exact path for strict mode's 400)."""
+        for key in obj:
+            if key not in known:
+                self.unknown(key, f"{param}.{key}", f"{name}.{key}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names, then ``+N`` for N more past the cap (``+`` is outside the
+        names' alphabet, so a client cannot forge the marker)."""
+        if self.overflow:
+            return (*self._names, f"+{self.overflow}")
+        return tuple(self._names)
+
+
+def check_keys(
+    body: object,
+    known: frozenset[str],
+    unsupported_keys: Mapping[str, str],
+    ignored: Ignored | None = None,
+) -> dict[str, Any]:
+    """The body as an object whose top-level keys are known; others are
+    reported to ``ignored`` (OpenAI's "Unrecognized request argument" without
+    one, or when it is strict). Keys a backend cannot honour are refused with
+    the reason ``unsupported_keys`` gives."""
     if not isinstance(body, dict):
         raise InvalidRequest(
             f"The request body must be a JSON object, but got {json_type(body)} instead.",
@@ -220,11 +290,8 @@ def check_keys(body: object, known: frozenset[str], unsupported_keys: Mapping[st
         )
     for key, value in body.items():
         if key not in known:
-            raise InvalidRequest(
-                f"Unrecognized request argument supplied: {key}",
-                param=str(key),
-                code="unknown_parameter",
-            )
+            (ignored or Ignored(strict=True)).unknown(key, str(key), str(key))
+            continue
         if value is not None and key in unsupported_keys:
             unsupported(key, f"'{key}' is not supported by this server{unsupported_keys[key]}", code="unsupported_parameter")
     return body

@@ -8,14 +8,16 @@ from typing import Any, Literal
 
 import orjson
 
-from compat_asgi.asgi import parse_json, upstream_headers
+from compat_asgi.asgi import Responder, parse_json, upstream_headers
 from compat_asgi.core.options import RequestOptions
 from compat_asgi.errors import InvalidRequest
 from compat_asgi.settings import Settings
 from compat_asgi.types import Headers, Scope
 from compat_asgi.upstream import Upstream, UpstreamResponse
 
-__all__ = ["Call", "Target", "post_json"]
+__all__ = ["Call", "Target", "post_json", "IGNORED_HEADER", "report_ignored"]
+
+IGNORED_HEADER = b"x-compat-ignored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,9 @@ class Call:
     resolve: Callable[[Call], Target]
     _target: Target | None = None
     mode: str | None = None  # "translated" or "passthrough", for the access log
+    # Names of request fields, tools and items accepted but left unused, as the
+    # x-compat-ignored header reports them (bounded, safe alphabet).
+    ignored: tuple[str, ...] = ()
     _payload: Any = _UNPARSED
 
     def json(self) -> Any:
@@ -85,6 +90,14 @@ class Call:
         if self._target is None:
             self._target = self.resolve(self)
         return self._target
+
+
+def report_ignored(call: Call, responder: Responder, names: tuple[str, ...]) -> None:
+    """Note what the request sent that the server left unused: on the call for
+    the access log, and as a header on the answer (not on errors)."""
+    call.ignored = names
+    if names:
+        responder.headers.append((IGNORED_HEADER, ",".join(names).encode("ascii")))
 
 
 async def post_json(call: Call, settings: Settings, path: str, payload: dict[str, Any]) -> UpstreamResponse:

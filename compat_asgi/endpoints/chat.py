@@ -19,7 +19,7 @@ from compat_asgi.core.chat_streams import (
     response_to_chat_completion,
 )
 from compat_asgi.core.sse import DONE_FRAME, encode_chunks
-from compat_asgi.endpoints import Call, post_json
+from compat_asgi.endpoints import Call, post_json, report_ignored
 from compat_asgi.errors import CompatError
 from compat_asgi.settings import Settings
 
@@ -74,8 +74,9 @@ class ChatOverResponses:
 
     async def handle(self, call: Call, responder: Responder) -> None:
         settings = self.settings
-        translated = chat_to_responses(call.json())
         target = call.target
+        translated = chat_to_responses(call.json(), target.options)
+        report_ignored(call, responder, translated.ignored)
         target.adapt(translated.responses, "max_output_tokens")
         upstream = await post_json(call, settings, RESPONSES_PATH, translated.responses)
         try:

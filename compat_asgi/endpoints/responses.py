@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from compat_asgi.asgi import (
@@ -17,7 +18,7 @@ from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_events
 from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
-from compat_asgi.endpoints import Call, post_json
+from compat_asgi.endpoints import Call, post_json, report_ignored
 from compat_asgi.endpoints.history import (
     conversation_id,
     input_items,
@@ -82,7 +83,8 @@ class ResponsesOverChat:
     async def _translate(
         self, body: Any, call: Call
     ) -> tuple[TranslatedRequest, list[dict[str, Any]] | None]:
-        """The chat request, and the input items to store (None: nothing to store)."""
+        """The chat request, and the input items to store (None: nothing to store).
+        What it reports ignored is what the client sent, not its stored history."""
         options = call.target.options
         owner = call.owner
         if not isinstance(body, dict):
@@ -105,7 +107,9 @@ class ResponsesOverChat:
         # Validate what the client sent first, so that error params index its own input.
         translated = responses_to_chat({**body, "input": items}, options)
         if history:
+            ignored = translated.ignored
             translated = responses_to_chat({**body, "input": history + items}, options)
+            translated = replace(translated, ignored=ignored)
         return translated, items
 
     async def _save(
@@ -134,6 +138,7 @@ class ResponsesOverChat:
         settings = self.settings
         body = call.json()
         translated, items = await self._translate(body, call)
+        report_ignored(call, responder, translated.ignored)
         echo = translated.echo
         target = call.target
         target.adapt(translated.chat, "max_tokens")
@@ -147,13 +152,19 @@ class ResponsesOverChat:
                 completion = parse_upstream_json(
                     await upstream.read(settings.max_upstream_body_size)
                 )
-                chat_completion_to_response(completion, response, settings.ids, translated.output)
+                chat_completion_to_response(
+                    completion, response, settings.ids, translated.output, settings.clock
+                )
                 if keep:
                     await self._save(call, body, kept_items, response, None)
                 await responder.send_json(200, response)
                 return
             core = ChatToResponses(
-                response, settings.ids, max_line=settings.max_line_size, options=translated.output
+                response,
+                settings.ids,
+                max_line=settings.max_line_size,
+                options=translated.output,
+                clock=settings.clock,
             )
             stream = _EncodedStream(core, record=keep)
 

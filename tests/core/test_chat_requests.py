@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compat_asgi.core.chat_requests import TranslatedChatRequest, chat_to_responses
+from compat_asgi.core.options import RequestOptions
 from compat_asgi.errors import InvalidRequest
 
 HI = [{"role": "user", "content": "hi"}]
@@ -33,9 +34,9 @@ def items_for(messages: Any) -> list[dict[str, Any]]:
     return result
 
 
-def reject(req: object) -> InvalidRequest:
+def reject(req: object, options: RequestOptions | None = None) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as info:
-        chat_to_responses(req)
+        chat_to_responses(req, options or RequestOptions())
     err = info.value
     assert err.status == 400
     assert err.type == "invalid_request_error"
@@ -272,7 +273,6 @@ def test_assistant_refusal_field_and_empty_content() -> None:
         ({"model": "m"}, "messages", "missing_required_parameter"),
         ({"model": "m", "messages": []}, "messages", "empty_array"),
         ({"model": "m", "messages": "hi"}, "messages", "invalid_type"),
-        (body(bogus=1), "bogus", "unknown_parameter"),
         ({"model": "m", "messages": [1]}, "messages[0]", "invalid_type"),
         ({"model": "m", "messages": [{"content": "x"}]}, "messages[0].role", "missing_required_parameter"),
         ({"model": "m", "messages": [{"role": "boss", "content": "x"}]}, "messages[0].role", "invalid_value"),
@@ -354,7 +354,16 @@ def test_rejections_name_their_param(req: Any, param: str | None, code: str) -> 
 
 
 def test_unknown_argument_message_matches_openai() -> None:
-    assert reject(body(frobnicate=True)).message == "Unrecognized request argument supplied: frobnicate"
+    err = reject(body(frobnicate=True), RequestOptions(strict=True))
+    assert err.message == "Unrecognized request argument supplied: frobnicate"
+    assert (err.param, err.code) == ("frobnicate", "unknown_parameter")
+
+
+def test_unknown_arguments_are_left_out_and_reported_unless_strict() -> None:
+    out = chat_to_responses(body(bogus=1, client_metadata={"a": "b"}))
+    assert out.ignored == ("bogus", "client_metadata")
+    assert "bogus" not in out.responses and "client_metadata" not in out.responses
+    assert chat_to_responses(body()).ignored == ()
 
 
 def test_unsupported_parameter_message_names_the_field_and_the_upstream() -> None:

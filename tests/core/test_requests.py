@@ -33,9 +33,9 @@ def messages_for(items: Any, **fields: Any) -> list[dict[str, Any]]:
     return result
 
 
-def reject(req: object) -> InvalidRequest:
+def reject(req: object, options: RequestOptions | None = None) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as info:
-        responses_to_chat(req)
+        responses_to_chat(req, options or RequestOptions())
     err = info.value
     assert err.status == 400
     assert err.type == "invalid_request_error"
@@ -88,7 +88,33 @@ def test_echo_defaults_in_openai_order() -> None:
         ("prompt_cache_key", None),
         ("safety_identifier", None),
         ("conversation", None),
+        ("prompt_cache_retention", None),
+        ("presence_penalty", 0.0),
+        ("frequency_penalty", 0.0),
+        ("prompt", None),
+        ("access_programs", None),
+        ("image", None),
+        ("moderation", None),
+        ("input_transformations", None),
+        ("prompt_cache_options", None),
+        ("prompt_cache_diagnostics", None),
+        ("tool_usage", None),
     ]
+
+
+ECHO_CONSTANTS = [
+        ("prompt_cache_retention", None),
+        ("presence_penalty", 0.0),
+        ("frequency_penalty", 0.0),
+        ("prompt", None),
+        ("access_programs", None),
+        ("image", None),
+        ("moderation", None),
+        ("input_transformations", None),
+        ("prompt_cache_options", None),
+        ("prompt_cache_diagnostics", None),
+        ("tool_usage", None),
+]
 
 
 def test_echo_carries_request_values() -> None:
@@ -140,6 +166,7 @@ def test_echo_carries_request_values() -> None:
         "prompt_cache_key": "k",
         "safety_identifier": "s",
         "conversation": None,
+        **dict(ECHO_CONSTANTS),
     }
     assert isinstance(echo["temperature"], float)
 
@@ -552,8 +579,6 @@ def item_body(*items: Any) -> dict[str, Any]:
 REJECTIONS: list[tuple[str, object, str | None]] = [
     ("not an object", [1, 2], None),
     ("string body", "x", None),
-    ("unknown key", body(foo=1), "foo"),
-    ("chat-only key", body(messages=[]), "messages"),
     ("missing model", {"input": "x"}, "model"),
     ("empty model", body(model=""), "model"),
     ("model type", body(model=3), "model"),
@@ -625,19 +650,15 @@ REJECTIONS: list[tuple[str, object, str | None]] = [
     ("tool missing type", body(tools=[{"name": "f"}]), "tools[0].type"),
     ("tool missing name", body(tools=[WEATHER, {"type": "function"}]), "tools[1].name"),
     ("tool name type", body(tools=[{"type": "function", "name": 5}]), "tools[0].name"),
-    ("tool web_search", body(tools=[WEATHER, {"type": "web_search"}]), "tools[1].type"),
-    ("tool file_search", body(tools=[{"type": "file_search", "vector_store_ids": []}]), "tools[0].type"),
     ("tool custom format", body(tools=[{"type": "custom", "name": "p", "format": {"type": "x"}}]), "tools[0].format.type"),
     ("tool custom grammar", body(tools=[{"type": "custom", "name": "p", "format": {"type": "grammar"}}]), "tools[0].format.definition"),
     ("tool duplicate name", body(tools=[WEATHER, WEATHER]), "tools[1].name"),
-    ("tool mcp", body(tools=[{"type": "mcp", "server_label": "x"}]), "tools[0].type"),
     ("tool parameters", body(tools=[{"type": "function", "name": "f", "parameters": []}]), "tools[0].parameters"),
     ("tool strict", body(tools=[{"type": "function", "name": "f", "strict": "y"}]), "tools[0].strict"),
     ("tool description", body(tools=[{"type": "function", "name": "f", "description": 1}]), "tools[0].description"),
     # tool_choice
     ("tool_choice value", body(tools=[WEATHER], tool_choice="any"), "tool_choice"),
     ("tool_choice type", body(tools=[WEATHER], tool_choice=1), "tool_choice"),
-    ("tool_choice hosted", body(tools=[WEATHER], tool_choice={"type": "web_search_preview"}), "tool_choice"),
     (
         "tool_choice allowed_tools",
         body(tools=[WEATHER], tool_choice={"type": "allowed_tools", "mode": "auto", "tools": []}),
@@ -654,7 +675,6 @@ REJECTIONS: list[tuple[str, object, str | None]] = [
     ("tool_choice missing name", body(tools=[WEATHER], tool_choice={"type": "function"}), "tool_choice.name"),
     # input items
     ("item not object", item_body({"role": "user", "content": "x"}, "hi"), "input[1]"),
-    ("item unknown type", item_body({"type": "banana"}), "input[0].type"),
     ("item type not string", item_body({"type": 3}), "input[0].type"),
     ("item no type", item_body({"foo": 1}), "input[0].type"),
     ("item custom_tool_call input", item_body({"type": "custom_tool_call", "call_id": "c", "name": "n", "input": 1}), "input[0].input"),
@@ -762,8 +782,48 @@ def test_rejections(req: object, param: str | None) -> None:
     assert err.to_dict()["error"]["param"] == param
 
 
+USER = {"role": "user", "content": "x"}
+# Refused only in strict mode: by default accepted, left unused and reported.
+STRICT_REJECTIONS = [
+    ("unknown key", body(foo=1), "foo", "foo"),
+    ("chat-only key", body(messages=[]), "messages", "messages"),
+    ("tool web_search", body(tools=[WEATHER, {"type": "web_search"}]), "tools[1].type", "tools[web_search]"),
+    ("tool file_search", body(tools=[{"type": "file_search", "vector_store_ids": []}]), "tools[0].type", "tools[file_search]"),
+    ("tool mcp", body(tools=[{"type": "mcp", "server_label": "x"}]), "tools[0].type", "tools[mcp]"),
+    ("tool unknown type", body(tools=[{"type": "teleport"}]), "tools[0].type", "tools[teleport]"),
+    ("tool unknown field", body(tools=[{**WEATHER, "colour": "red"}]), "tools[0].colour", "tools[function].colour"),
+    ("namespace hosted member", body(tools=[{"type": "namespace", "name": "n", "description": "", "tools": [{"type": "web_search"}]}]),
+     "tools[0].tools[0].type", "tools[web_search]"),
+    ("tool_choice hosted", body(tools=[WEATHER], tool_choice={"type": "web_search_preview"}), "tool_choice", "tool_choice[web_search_preview]"),
+    ("allowed hosted", body(tools=[WEATHER], tool_choice={"type": "allowed_tools", "tools": [{"type": "web_search"}, {"type": "function", "name": "get_weather"}]}),
+     "tool_choice.tools[0].type", "tool_choice[web_search]"),
+    ("item unknown type", item_body({"type": "banana"}, USER), "input[0].type", "input[banana]"),
+    ("item hosted type", item_body({"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {}}, USER),
+     "input[0].type", "input[web_search_call]"),
+    ("item unknown field", item_body({"role": "user", "content": "x", "mood": "good"}), "input[0].mood", "input[message].mood"),
+]
+
+
+@pytest.mark.parametrize(
+    ("req", "param", "name"), [(r, p, n) for _, r, p, n in STRICT_REJECTIONS], ids=[i for i, *_ in STRICT_REJECTIONS]
+)
+def test_strict_mode_refuses_what_is_otherwise_ignored_and_reported(req: dict[str, Any], param: str, name: str) -> None:
+    err = reject(req, RequestOptions(strict=True))
+    assert err.param == param
+    assert err.code in ("unknown_parameter", "unsupported_value")
+    out = responses_to_chat(req)
+    assert name in out.ignored
+    assert out.chat["model"] == "m"
+
+
+def test_input_left_empty_by_ignored_items_is_a_400_naming_them() -> None:
+    err = reject(item_body({"type": "banana"}, {"type": "web_search_call", "id": "ws_1"}))
+    assert err.param == "input"
+    assert "input[banana]" in err.message and "input[web_search_call]" in err.message
+
+
 def test_unknown_key_message_matches_openai() -> None:
-    err = reject(body(frequency_penalty=0.5))
+    err = reject(body(frequency_penalty=0.5), RequestOptions(strict=True))
     assert err.message == "Unrecognized request argument supplied: frequency_penalty"
     assert err.param == "frequency_penalty"
 
@@ -776,7 +836,7 @@ def test_type_error_message_names_expectation() -> None:
 
 
 def test_unsupported_tool_message_names_type() -> None:
-    err = reject(body(tools=[{"type": "web_search"}]))
+    err = reject(body(tools=[{"type": "web_search"}]), RequestOptions(strict=True))
     assert "web_search" in err.message
     assert "not supported" in err.message
 
@@ -933,14 +993,17 @@ def test_named_custom_tool_choice_and_allowed_tools_subset() -> None:
     assert allowed.echo["tool_choice"]["type"] == "allowed_tools"
 
 
-def test_hosted_tools_are_refused_or_dropped_when_configured() -> None:
+def test_hosted_tools_are_dropped_and_reported_refused_when_strict() -> None:
     request = body(tools=[{"type": "web_search"}, WEATHER])
     with pytest.raises(InvalidRequest) as caught:
-        responses_to_chat(request)
+        responses_to_chat(request, RequestOptions(strict=True))
     assert caught.value.param == "tools[0].type" and "web_search" in caught.value.message
-    dropped = responses_to_chat(request, RequestOptions(drop_unsupported_tools=True))
-    assert [t["function"]["name"] for t in dropped.chat["tools"]] == [WEATHER["name"]]
-    assert dropped.echo["tools"] == request["tools"]
+    for options in (RequestOptions(), RequestOptions(drop_unsupported_tools=True),
+                    RequestOptions(strict=True, drop_unsupported_tools=True)):
+        dropped = responses_to_chat(request, options)
+        assert [t["function"]["name"] for t in dropped.chat["tools"]] == [WEATHER["name"]]
+        assert dropped.echo["tools"] == request["tools"]
+        assert dropped.ignored == ("tools[web_search]",)
 
 
 def test_sealed_reasoning_is_restored_and_forgeries_are_refused() -> None:
