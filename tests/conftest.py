@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The CLI's default store lives under $XDG_STATE_HOME: tests (and the servers
+# they start as subprocesses) get a state directory of their own, never the user's.
+_STATE = tempfile.mkdtemp(prefix="compat-asgi-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 
 from support import serve  # noqa: E402
 

@@ -126,7 +126,7 @@ def test_serve_prints_one_access_line_per_request_to_stderr() -> None:
     assert len(posted) == 1 and " model=demo " in posted[0] and " id=req_" in posted[0]
     # The unknown field was accepted and named; its newline split no line.
     assert posted[0].startswith("POST /v1/responses 200 ") and " ignored=" in posted[0] and "bogus" in posted[0]
-    fetched = [line for line in access if line.startswith('GET "/v1/responses/x\\ninjected\\"line" 404 ')]
+    fetched = [line for line in access if line.startswith('GET "/v1/responses/x\\ninjected\\"line" 400 ')]
     assert len(fetched) == 1, lines
     # The client's newline stayed escaped: no line starts with what followed it.
     assert not any(line.startswith("injected") for line in lines)
