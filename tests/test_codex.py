@@ -87,6 +87,21 @@ def test_api_key_from_the_environment(tmp_path: Path, codex: str) -> None:
     assert run.answer.startswith("Hello! You said: say hi.")
 
 
+def test_the_readme_config_works_as_written(tmp_path: Path, codex: str) -> None:
+    """The config.toml of the README's "Use with Codex", only the port changed,
+    against a server that wants a key; --strict-config refuses unknown keys."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Use with Codex", 1)[1]
+    config = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert 'base_url = "http://127.0.0.1:8000/v1"' in config
+    with serve(create_app(store="memory", api_keys=["sk-readme"])) as url:
+        ws = Workspace(tmp_path, url, env={"COMPAT_ASGI_KEY": "sk-readme"})
+        (ws.home / "config.toml").write_text(config.replace("http://127.0.0.1:8000", url))
+        run = ws.exec("--strict-config", "say hi")
+    run.assert_ok()
+    assert run.answer.startswith("Hello! You said: say hi.")
+
+
 def test_function_tool_runs_and_its_output_goes_back(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     run = workspace(tmp_path, server).exec("please run exec_command")
     run.assert_ok()
