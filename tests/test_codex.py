@@ -225,6 +225,23 @@ def test_resumed_session_after_a_restart_needs_the_same_reasoning_key(tmp_path: 
     outcomes["a-fixed-key-shared-across-restarts"].assert_ok()
 
 
+def test_context_compaction_and_a_turn_after_it(tmp_path: Path, server: tuple[str, Recorder]) -> None:
+    """With a tiny auto-compact limit Codex summarises the conversation
+    mid-turn (for a provider like this one, by asking the model through the
+    same endpoint) and goes on from the summary; a resumed turn still works."""
+    ws = workspace(tmp_path, server)
+    limit = ("-c", "model_auto_compact_token_limit=500")
+    first = ws.exec(*limit, "please run exec_command")
+    first.assert_ok()
+    assert first.items("command_execution")[0]["exit_code"] == 0
+    second = ws.exec("resume", "--last", *limit, "and again")
+    second.assert_ok()
+    assert second.answer.startswith("Hello! You said: and again.")
+    bodies = assert_all_answered(server[1])
+    # Beyond the call, its result and the resumed turn: the summary requests.
+    assert len(bodies) > 3
+
+
 def test_goal_tool_flow_with_an_output_without_call_id(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     run = workspace(tmp_path, server).exec("create_goal for this thread")
     run.assert_ok()
