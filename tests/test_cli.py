@@ -13,8 +13,16 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from compat_asgi.cli import main
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default SQLite store lives under $XDG_STATE_HOME: keep the user's
+    (and another checkout's, maybe of a newer schema) out of these tests."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 
 def free_port() -> int:

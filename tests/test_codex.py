@@ -87,6 +87,21 @@ def test_api_key_from_the_environment(tmp_path: Path, codex: str) -> None:
     assert run.answer.startswith("Hello! You said: say hi.")
 
 
+def test_the_readme_config_works_as_written(tmp_path: Path, codex: str) -> None:
+    """The config.toml of the README's "Use with Codex", only the port changed,
+    against a server that wants a key; --strict-config refuses unknown keys."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Use with Codex", 1)[1]
+    config = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert 'base_url = "http://127.0.0.1:8000/v1"' in config
+    with serve(create_app(store="memory", api_keys=["sk-readme"])) as url:
+        ws = Workspace(tmp_path, url, env={"COMPAT_ASGI_KEY": "sk-readme"})
+        (ws.home / "config.toml").write_text(config.replace("http://127.0.0.1:8000", url))
+        run = ws.exec("--strict-config", "say hi")
+    run.assert_ok()
+    assert run.answer.startswith("Hello! You said: say hi.")
+
+
 def test_function_tool_runs_and_its_output_goes_back(tmp_path: Path, server: tuple[str, Recorder]) -> None:
     run = workspace(tmp_path, server).exec("please run exec_command")
     run.assert_ok()
@@ -208,6 +223,23 @@ def test_resumed_session_after_a_restart_needs_the_same_reasoning_key(tmp_path: 
     refused = [e["message"] for e in outcomes[None].events if e.get("type") == "error"]
     assert refused and "invalid_encrypted_content" in refused[0] and "encrypted_content" in refused[0]
     outcomes["a-fixed-key-shared-across-restarts"].assert_ok()
+
+
+def test_context_compaction_and_a_turn_after_it(tmp_path: Path, server: tuple[str, Recorder]) -> None:
+    """With a tiny auto-compact limit Codex summarises the conversation
+    mid-turn (for a provider like this one, by asking the model through the
+    same endpoint) and goes on from the summary; a resumed turn still works."""
+    ws = workspace(tmp_path, server)
+    limit = ("-c", "model_auto_compact_token_limit=500")
+    first = ws.exec(*limit, "please run exec_command")
+    first.assert_ok()
+    assert first.items("command_execution")[0]["exit_code"] == 0
+    second = ws.exec("resume", "--last", *limit, "and again")
+    second.assert_ok()
+    assert second.answer.startswith("Hello! You said: and again.")
+    bodies = assert_all_answered(server[1])
+    # Beyond the call, its result and the resumed turn: the summary requests.
+    assert len(bodies) > 3
 
 
 def test_goal_tool_flow_with_an_output_without_call_id(tmp_path: Path, server: tuple[str, Recorder]) -> None:
