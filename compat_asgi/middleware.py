@@ -38,6 +38,7 @@ from compat_asgi.endpoints.chat import ChatOverResponses
 from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
+from compat_asgi.endpoints.routes import Handler, Route, RouteTable
 from compat_asgi.endpoints.stored import StoredResponses
 from compat_asgi.errors import (
     CompatError,
@@ -69,10 +70,6 @@ from compat_asgi.upstream import (
 __all__ = ["CompatMiddleware"]
 
 logger = logging.getLogger("compat_asgi")
-
-Handler = Callable[[Call, Responder], Awaitable[None]]
-Routes = dict[str, Handler]  # method -> handler
-
 
 class CompatMiddleware:
     """Make one backend speak both OpenAI APIs.
@@ -197,12 +194,15 @@ class CompatMiddleware:
             call.mode = "translated" if translate else "passthrough"
             await (chat.handle if translate else self._passthrough)(call, responder)
 
-        self._routes: dict[str, Routes] = {"/models": {"GET": self._models.list}}
+        # Every path this server answers itself, below the prefix.
+        routes = self._models.routes()
         if "responses" in translates or not native:
-            self._routes["/responses"] = {"POST": create_response}
+            routes.append(Route("POST", "/responses", create_response))
         if "chat" in translates or not native:
-            self._routes["/chat/completions"] = {"POST": create_chat_completion}
-        self._stored = StoredResponses(self.store) if self.store is not None else None
+            routes.append(Route("POST", "/chat/completions", create_chat_completion))
+        if self.store is not None:
+            routes += StoredResponses(self.store).routes()
+        self.routes = RouteTable(routes)
         self._native = native
         self._access_log = AccessLog(access_log) if access_log is not None else None
         self._metrics = Metrics(prefix=self.prefix) if metrics else None
@@ -250,7 +250,7 @@ class CompatMiddleware:
         if isinstance(owner, CompatError):
             await send_error(send, owner)
             return
-        routes = self._routes_for(path[len(self.prefix) :])
+        routes = self.routes.match(path[len(self.prefix) :])
         if routes is None:
             if self._native:
                 assert self.app is not None
@@ -262,12 +262,15 @@ class CompatMiddleware:
                     record.mode = "passthrough"
                 await self._serve(self._passthrough, scope, receive, send, owner, record)
             return
-        handler = routes.get(scope["method"])
-        if handler is None:
+        matched = routes.get(scope["method"])
+        if matched is None:
             allow = ", ".join(routes).encode()
             await send_error(send, method_not_allowed(scope["method"], path, allow))
-        else:
-            await self._serve(handler, scope, receive, send, owner, record)
+            return
+        handler, params = matched
+        if params:
+            scope = {**scope, "path_params": params}
+        await self._serve(handler, scope, receive, send, owner, record)
 
     def _report(self, record: RequestRecord) -> None:
         record.finished = time.perf_counter()
@@ -275,29 +278,6 @@ class CompatMiddleware:
             self._access_log.emit(record)
         if self._metrics is not None:
             self._metrics.finished(record)
-
-    def _routes_for(self, rest: str) -> Routes | None:
-        """What this server answers itself at ``rest`` (the path below the
-        prefix), by method; None: the request is the backend's own business."""
-        routes = self._routes.get(rest)
-        if routes is not None:
-            return routes
-        parts = rest.split("/")
-        if len(parts) == 3 and parts[1] == "models" and parts[2]:
-            model_id = parts[2]
-            return {"GET": lambda call, responder: self._models.retrieve(call, responder, model_id)}
-        stored = self._stored
-        if stored is None or len(parts) not in (3, 4) or parts[1] != "responses" or not parts[2]:
-            return None
-        response_id = parts[2]
-        if len(parts) == 4:
-            if parts[3] != "input_items":
-                return None
-            return {"GET": lambda call, responder: stored.input_items(call, responder, response_id)}
-        return {
-            "GET": lambda call, responder: stored.retrieve(call, responder, response_id),
-            "DELETE": lambda call, responder: stored.delete(call, responder, response_id),
-        }
 
     async def aclose(self) -> None:
         for _, upstream in self.router.all_upstreams:

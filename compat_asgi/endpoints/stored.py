@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 from compat_asgi.asgi import SSE_HEADERS, Responder
 from compat_asgi.core.sse import SSEDecoder
 from compat_asgi.endpoints import Call
+from compat_asgi.endpoints.routes import Route
 from compat_asgi.errors import InvalidRequest, NotFound
 from compat_asgi.store import Store, StoredResponse
 
@@ -51,13 +52,21 @@ class StoredResponses:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/responses/{response_id}", self.retrieve),
+            Route("DELETE", "/responses/{response_id}", self.delete),
+            Route("GET", "/responses/{response_id}/input_items", self.input_items),
+        ]
+
     async def _record(self, call: Call, response_id: str) -> StoredResponse:
         record = await self.store.get(response_id, owner=call.owner)
         if record is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return record
 
-    async def retrieve(self, call: Call, responder: Responder, response_id: str) -> None:
+    async def retrieve(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
         query = _query(call)
         stream = _bool_param(query, "stream")
         starting_after = _int_param(query, "starting_after", -1, -1, 1 << 31)
@@ -81,12 +90,14 @@ class StoredResponses:
         await responder.start(200, SSE_HEADERS)
         await responder.body(body, more_body=False)
 
-    async def delete(self, call: Call, responder: Responder, response_id: str) -> None:
+    async def delete(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
         if not await self.store.delete(response_id, owner=call.owner):
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         await responder.send_json(200, {"id": response_id, "object": "response", "deleted": True})
 
-    async def input_items(self, call: Call, responder: Responder, response_id: str) -> None:
+    async def input_items(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
         query = _query(call)
         limit = _int_param(query, "limit", _DEFAULT_LIMIT, 1, _MAX_LIMIT)
         order = query.get("order", "desc")
