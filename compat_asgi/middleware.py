@@ -40,6 +40,7 @@ from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
 from compat_asgi.endpoints.routes import Handler, Route, RouteTable
 from compat_asgi.endpoints.stored import StoredResponses
+from compat_asgi.endpoints.websocket import DEFAULT_MAX_SOCKETS_PER_KEY, ResponsesWebSocket
 from compat_asgi.errors import (
     CompatError,
     NotFound,
@@ -103,6 +104,7 @@ class CompatMiddleware:
         max_line_size: int = DEFAULT_MAX_LINE,
         max_upstream_body_size: int = DEFAULT_MAX_UPSTREAM_BODY,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
+        max_websockets_per_key: int = DEFAULT_MAX_SOCKETS_PER_KEY,
         keepalive_interval: float = DEFAULT_KEEPALIVE,
         drop_unsupported_tools: bool = False,
         think_tags: bool = False,
@@ -196,8 +198,15 @@ class CompatMiddleware:
 
         # Every path this server answers itself, below the prefix.
         routes = self._models.routes()
+        self._websocket: ResponsesWebSocket | None = None
         if "responses" in translates or not native:
             routes.append(Route("POST", "/responses", create_response))
+            self._websocket = ResponsesWebSocket(
+                responses,
+                authenticate=self._authenticate,
+                resolve=self.router.resolve,
+                max_sockets_per_key=max_websockets_per_key,
+            )
         if "chat" in translates or not native:
             routes.append(Route("POST", "/chat/completions", create_chat_completion))
         if self.store is not None:
@@ -310,6 +319,13 @@ class CompatMiddleware:
     # -- scopes that are not ours --------------------------------------------
 
     async def _other_scope(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "websocket"
+            and self._websocket is not None
+            and route_path(scope) == self.prefix + "/responses"
+        ):
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "lifespan":
             if self.app is not None:
                 await self.app(scope, receive, send)
