@@ -35,6 +35,7 @@ from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.chat import ChatOverResponses
+from compat_asgi.endpoints.conversations import Conversations
 from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
@@ -211,6 +212,9 @@ class CompatMiddleware:
             routes.append(Route("POST", "/chat/completions", create_chat_completion))
         if self.store is not None:
             routes += StoredResponses(self.store).routes()
+        if "responses" in translates:
+            ids, clock = self.settings.ids, self.settings.clock
+            routes += Conversations(self.store, translation, ids, clock).routes()
         self.routes = RouteTable(routes)
         self._native = native
         self._access_log = AccessLog(access_log) if access_log is not None else None
