@@ -36,6 +36,7 @@ from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.chat import ChatOverResponses
 from compat_asgi.endpoints.conversations import Conversations
+from compat_asgi.endpoints.input_tokens import InputTokens
 from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
@@ -215,6 +216,8 @@ class CompatMiddleware:
         if "responses" in translates:
             ids, clock = self.settings.ids, self.settings.clock
             routes += Conversations(self.store, translation, ids, clock).routes()
+        if "responses" in translates or not native:
+            routes += InputTokens(self.settings, responses, self._passthrough).routes()
         self.routes = RouteTable(routes)
         self._native = native
         self._access_log = AccessLog(access_log) if access_log is not None else None
