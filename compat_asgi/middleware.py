@@ -35,6 +35,7 @@ from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.chat import ChatOverResponses
+from compat_asgi.endpoints.compact import Compaction
 from compat_asgi.endpoints.conversations import Conversations
 from compat_asgi.endpoints.input_tokens import InputTokens
 from compat_asgi.endpoints.models import Models
@@ -188,9 +189,13 @@ class CompatMiddleware:
         responses = ResponsesOverChat(self.settings, self.store)
         chat = ChatOverResponses(self.settings)
 
+        compaction = Compaction(self.settings, self.store, self._passthrough)
+
         async def create_response(call: Call, responder: Responder) -> None:
             translate = call.target.api == "chat"
             call.mode = "translated" if translate else "passthrough"
+            if translate:
+                await compaction.prepare_create(call)
             await (responses.handle if translate else self._passthrough)(call, responder)
 
         async def create_chat_completion(call: Call, responder: Responder) -> None:
@@ -218,6 +223,7 @@ class CompatMiddleware:
             routes += Conversations(self.store, translation, ids, clock).routes()
         if "responses" in translates or not native:
             routes += InputTokens(self.settings, responses, self._passthrough).routes()
+            routes += compaction.routes()
         self.routes = RouteTable(routes)
         self._native = native
         self._access_log = AccessLog(access_log) if access_log is not None else None

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from compat_asgi.core.compaction import open_summary, summary_message
 from compat_asgi.core.options import OutputOptions, RequestOptions
 from compat_asgi.core.validation import (
     as_dict,
@@ -388,6 +389,19 @@ def _input_messages(
             text = _reasoning_text(item, param, options)
             if text:
                 pending_reasoning.append(text)
+
+        elif kind == "compaction":
+            # A /responses/compact summary stands where the turns it replaced stood.
+            summary = open_summary(options.reasoning_seal, req_str(item, "encrypted_content", param))
+            if summary is None:
+                raise InvalidRequest(
+                    f"Invalid '{param}.encrypted_content': it is not a compaction issued by this server.",
+                    param=f"{param}.encrypted_content",
+                    code="invalid_encrypted_content",
+                )
+            messages.append(summary_message(summary))
+            pending_reasoning.clear()
+            open_assistant = None
 
         elif kind == "item_reference":
             unsupported(
