@@ -183,7 +183,11 @@ def test_agents_sdk_conversations_session_two_turns(server: tuple[RecordingDemo,
         session = OpenAIConversationsSession(openai_client=openai_client)
         first = await agents.Runner.run(agent, "My name is Ada.", session=session)
         second = await agents.Runner.run(agent, "What did I just tell you?", session=session)
-        return first.final_output, second.final_output, await session.get_items(), session.session_id
+        items = await session.get_items()
+        popped = await session.pop_item()  # items.delete of the newest item
+        assert popped is not None and popped["id"] == items[-1]["id"]
+        assert len(await session.get_items()) == len(items) - 1
+        return first.final_output, second.final_output, items, session.session_id
 
     first, second, items, session_id = asyncio.run(scenario())
     # The second turn's request carried the first turn, read back from the conversation.
