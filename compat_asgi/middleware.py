@@ -34,6 +34,7 @@ from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call, Target
+from compat_asgi.endpoints.background import DEFAULT_LEASE, DEFAULT_MAX_BACKGROUND, BackgroundRuns
 from compat_asgi.endpoints.chat import ChatOverResponses
 from compat_asgi.endpoints.compact import Compaction
 from compat_asgi.endpoints.conversations import Conversations
@@ -108,6 +109,8 @@ class CompatMiddleware:
         max_upstream_body_size: int = DEFAULT_MAX_UPSTREAM_BODY,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
         max_websockets_per_key: int = DEFAULT_MAX_SOCKETS_PER_KEY,
+        max_background_runs: int = DEFAULT_MAX_BACKGROUND,
+        background_lease: float = DEFAULT_LEASE,
         keepalive_interval: float = DEFAULT_KEEPALIVE,
         drop_unsupported_tools: bool = False,
         think_tags: bool = False,
@@ -189,6 +192,8 @@ class CompatMiddleware:
         responses = ResponsesOverChat(self.settings, self.store)
         chat = ChatOverResponses(self.settings)
 
+        self._background: BackgroundRuns | None = None
+
         compaction = Compaction(self.settings, self.store, self._passthrough)
 
         async def create_response(call: Call, responder: Responder) -> None:
@@ -196,6 +201,9 @@ class CompatMiddleware:
             call.mode = "translated" if translate else "passthrough"
             if translate:
                 await compaction.prepare_create(call)
+            if translate and self._background is not None and call.field("background") is True:
+                await self._background.create(call, responder)
+                return
             await (responses.handle if translate else self._passthrough)(call, responder)
 
         async def create_chat_completion(call: Call, responder: Responder) -> None:
@@ -217,7 +225,11 @@ class CompatMiddleware:
         if "chat" in translates or not native:
             routes.append(Route("POST", "/chat/completions", create_chat_completion))
         if self.store is not None:
-            routes += StoredResponses(self.store).routes()
+            stored = StoredResponses(self.store)
+            self._background = BackgroundRuns(
+                self.settings, self.store, responses, stored, max_running=max_background_runs, lease=background_lease
+            )
+            routes += self._background.routes()  # the stored-response routes, retrieve knowing runs
         if "responses" in translates:
             ids, clock = self.settings.ids, self.settings.clock
             routes += Conversations(self.store, translation, ids, clock).routes()
@@ -302,6 +314,8 @@ class CompatMiddleware:
             self._metrics.finished(record)
 
     async def aclose(self) -> None:
+        if self._background is not None:
+            await self._background.aclose()
         for _, upstream in self.router.all_upstreams:
             await upstream.aclose()
         if self.store is not None:

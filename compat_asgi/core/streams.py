@@ -393,6 +393,22 @@ class ChatToResponses:
         self.done = True
         return out
 
+    def cancel(self) -> list[Event]:
+        """Stop here, the response was cancelled: each open part and item gets
+        its done event (status ``incomplete``, the text so far) and the response
+        ends ``cancelled`` with that output. Responses streams have no terminal
+        event for a cancellation; readers see the status."""
+        out = self._begin()
+        if self.done:
+            return out
+        self._close_all(True)
+        response = self.response
+        response["status"] = "cancelled"
+        response["output"] = [item for item in self._output if item is not None]
+        response["usage"] = map_usage(self._usage) if self._usage else None
+        self.done = True
+        return out
+
     # -- state machine ------------------------------------------------------
 
     def _begin(self) -> list[Event]:

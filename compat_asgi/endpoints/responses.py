@@ -71,11 +71,14 @@ class _EncodedStream:
 
 @dataclass(slots=True)
 class Turn:
-    """What :meth:`ResponsesOverChat.events` produced: the final Response and
-    the whole context it ends (history, input and output items), which is what
-    a later ``previous_response_id`` pointing at it stands for."""
+    """What :meth:`ResponsesOverChat.events` is producing: the Response (in
+    progress, then final), the request's input items, the translator, and the
+    whole context the response ends (history, input and output items), which
+    is what a later ``previous_response_id`` pointing at it stands for."""
 
     response: dict[str, Any] | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    core: ChatToResponses | None = None
     context: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -199,16 +202,20 @@ class ResponsesOverChat:
         *,
         history: list[dict[str, Any]] | None = None,
         generate: bool = True,
+        response_id: str | None = None,
+        background: bool = False,
     ) -> AsyncGenerator[list[Event], None]:
         """The response to a create ``body`` as batches of stream events, the
         same :class:`ChatToResponses` events the SSE endpoint encodes, for
         transports that frame them otherwise (WebSocket mode, background runs).
 
-        Errors before the first batch raise :class:`CompatError` (the request
-        was refused); after it, the stream ends with ``error`` +
-        ``response.failed`` like an SSE stream. ``generate=False`` answers
-        without asking the upstream: an empty completed response whose id
-        later turns can continue from (WebSocket warm-up)."""
+        The first batch is empty: the request was valid and is going upstream.
+        Errors before it raise :class:`CompatError` (the request was refused),
+        and so do upstream refusals before the stream started; after that, the
+        stream ends with ``error`` + ``response.failed`` like an SSE stream.
+        ``generate=False`` answers without asking the upstream: an empty
+        completed response whose id later turns can continue from (WebSocket
+        warm-up)."""
         settings = self.settings
         if history is None and self.store is None:
             history = []  # the caller remembers this turn itself, so it needs its items
@@ -219,11 +226,12 @@ class ResponsesOverChat:
         )
         context = list(history or ()) + list(items or ())
         kept: list[bytes] = []
-        response = new_response(echo, settings.ids("resp"), settings.clock())
+        response = new_response(echo, response_id or settings.ids("resp"), settings.clock())
+        response["background"] = background
         core = ChatToResponses(response, settings.ids, max_line=settings.max_line_size, options=translated.output)
+        turn.response, turn.items, turn.core = response, list(items or ()), core
 
         async def finish(events: list[Event]) -> list[Event]:
-            turn.response = core.response
             turn.context = context + list(core.response.get("output") or ())
             if keep:
                 kept.append(encode_events(events))
@@ -238,6 +246,7 @@ class ResponsesOverChat:
                 kept.append(encode_events(events))
             return events
 
+        yield []
         if not generate:
             yield note(core.start())
             yield await finish(core.finish(saw_done=True))

@@ -82,6 +82,13 @@ class Store(Protocol):
     async def delete_conversation_item(self, conversation_id: str, item_id: str, *, owner: str | None) -> bool:
         """Remove the item with ``id`` ``item_id``; False when the conversation or item is unknown."""
 
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Set a short-lived key (a background run's lease, a cancel request) that
+        every worker sharing the store sees, and that vanishes ``ttl`` seconds later."""
+
+    async def get_flag(self, key: str) -> bytes | None:
+        """The flag's value; None once it expired or when it was never set."""
+
     async def ping(self) -> bool: ...
 
     async def aclose(self) -> None: ...

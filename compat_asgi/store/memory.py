@@ -60,6 +60,7 @@ class MemoryStore:
         self._responses: OrderedDict[str, _Entry] = OrderedDict()
         # Conversation ids may come from clients, so each owner has its own namespace.
         self._conversations: OrderedDict[tuple[str | None, str], _Entry] = OrderedDict()
+        self._flags: dict[str, tuple[bytes, float]] = {}  # key -> (value, expires at)
         self._closed = False
 
     async def save(self, record: StoredResponse) -> None:
@@ -142,6 +143,19 @@ class MemoryStore:
                 del items[index]
                 return True
         return False
+
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        self._check_open()
+        now = self._clock()
+        # Few flags live at once (one lease per running response); expired ones go on every write.
+        for name in [name for name, (_, until) in self._flags.items() if until <= now]:
+            del self._flags[name]
+        self._flags[key] = (value, now + ttl)
+
+    async def get_flag(self, key: str) -> bytes | None:
+        self._check_open()
+        flag = self._flags.get(key)
+        return flag[0] if flag is not None and flag[1] > self._clock() else None
 
     async def ping(self) -> bool:
         return not self._closed

@@ -42,6 +42,7 @@ __all__ = ["RedisStore", "RESPONSE_PREFIX", "CONVERSATION_PREFIX", "CONVERSATION
 
 RESPONSE_PREFIX = "compat_asgi:resp:"
 CONVERSATION_PREFIX = "compat_asgi:conv:"
+FLAG_PREFIX = "compat_asgi:flag:"
 CONVERSATION_META_PREFIX = "compat_asgi:convmeta:"
 
 
@@ -196,6 +197,13 @@ class RedisStore:
             if entry[0] == owner:
                 mine.append((element, entry[1] if len(entry) > 1 else None))
         return mine or None
+
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        await self._client.execute("SET", FLAG_PREFIX + key, value, "PX", max(1, math.ceil(ttl * 1000)))
+
+    async def get_flag(self, key: str) -> bytes | None:
+        value = await self._client.execute("GET", FLAG_PREFIX + key)
+        return value if isinstance(value, bytes) else None
 
     async def ping(self) -> bool:
         try:

@@ -78,6 +78,8 @@ ALTER TABLE conversations ADD COLUMN metadata BLOB NOT NULL DEFAULT '{}';
 """,
 )
 
+_FLAGS = "CREATE TABLE IF NOT EXISTS flags (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL)"
+
 
 class SQLiteStore:
     """Responses and conversations in a WAL-mode SQLite file, LRU-bounded and expiring."""
@@ -145,6 +147,12 @@ class SQLiteStore:
 
     async def delete_conversation_item(self, conversation_id: str, item_id: str, *, owner: str | None) -> bool:
         return await self._run(self._delete_item, conversation_id, item_id, owner)
+
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        await self._run(self._put_flag, key, value, ttl)
+
+    async def get_flag(self, key: str) -> bytes | None:
+        return await self._run(self._get_flag, key)
 
     async def ping(self) -> bool:
         try:
@@ -350,6 +358,18 @@ class SQLiteStore:
                 (count - self._max_entries,),
             )
 
+    def _put_flag(self, key: str, value: bytes, ttl: float) -> None:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute("DELETE FROM flags WHERE expires_at <= ?", (now,))
+            conn.execute("INSERT OR REPLACE INTO flags (key, value, expires_at) VALUES (?, ?, ?)", (key, value, now + ttl))
+
+    def _get_flag(self, key: str) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT value FROM flags WHERE key = ? AND expires_at > ?", (key, time.time())
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
     def _ping(self) -> bool:
         self._conn.execute("SELECT 1").fetchone()
         return True
@@ -370,6 +390,8 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
+        # Short-lived keys only: a table older versions never read, so no schema version of its own.
+        conn.execute(_FLAGS)
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
