@@ -20,7 +20,6 @@ import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 import orjson
 
@@ -30,7 +29,7 @@ from compat_asgi.core.streams import Event
 from compat_asgi.endpoints import Call
 from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
 from compat_asgi.endpoints.routes import Route
-from compat_asgi.endpoints.stored import StoredResponses, _bool_param, _int_param
+from compat_asgi.endpoints.stored import StoredResponses, _bool_param, _int_param, query_params
 from compat_asgi.errors import CompatError, InvalidRequest, ServerBusy
 from compat_asgi.settings import Settings
 from compat_asgi.store import Store, StoredResponse
@@ -281,7 +280,7 @@ class BackgroundRuns:
 
     async def retrieve(self, call: Call, responder: Responder) -> None:
         response_id = call.params["response_id"]
-        query = {key: values[-1] for key, values in parse_qs(call.scope.get("query_string", b"").decode("latin-1")).items()}
+        query = query_params(call)
         stream = _bool_param(query, "stream")
         starting_after = _int_param(query, "starting_after", -1, -1, 1 << 31)
         record = await self._current(response_id, call.owner)
@@ -297,27 +296,29 @@ class BackgroundRuns:
         """Stream the run's events after ``starting_after`` as they come, from
         this worker's memory when it runs here, else by polling the store."""
         skip = starting_after + 1
-        offset = 0
+        offset = 0  # bytes of the encoded stream already read
+        batches = 0  # of a local run's batches, those already read
         await responder.start(200, SSE_HEADERS)
         ticker = asyncio.create_task(responder.keepalive(self.settings.keepalive_interval))
         try:
             while True:
                 run = self._runs.get(response_id)
+                waiter: asyncio.Event | None = None
                 if run is not None:
-                    data = b"".join(run.sent)
-                    waiter: asyncio.Event | None = run.changed
-                    done = False
+                    waiter, done = run.changed, False
+                    fresh = b"".join(run.sent[batches:])
+                    batches = len(run.sent)
                 else:
                     record = await self._current(response_id, call.owner)
                     if record is None:
                         break
-                    data = record.events or b""
-                    waiter = None
                     done = record.response.get("status") not in _RUNNING
-                if len(data) > offset:
-                    fresh = SSEDecoder().feed(data[offset:] + b"\n\n")
-                    offset = len(data)
-                    chosen, skip = fresh[skip:], max(0, skip - len(fresh))
+                    # The stored stream is the same bytes as the batches, so offsets carry over.
+                    fresh = (record.events or b"")[offset:]
+                if fresh:
+                    offset += len(fresh)
+                    events = SSEDecoder().feed(fresh + b"\n\n")
+                    chosen, skip = events[skip:], max(0, skip - len(events))
                     if chosen:
                         await responder.body(
                             b"".join(

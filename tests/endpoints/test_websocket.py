@@ -15,6 +15,8 @@ from typing import Any
 import openai
 import pytest
 import websockets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import serve
 from test_stored import RecordingDemo
 
@@ -377,3 +379,66 @@ def test_codex_cli_stays_on_the_websocket(tmp_path: Path) -> None:
     last = backend.messages[-1]
     assert last[0]["role"] in ("system", "developer") and "Codex" in str(last[0]["content"])
     assert "Say hello" in str(last[-1]["content"])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+CREATE_FIELDS = st.fixed_dictionaries(
+    {"type": st.just("response.create")},
+    optional={
+        "model": JSON_VALUES | st.just("demo"),
+        "input": JSON_VALUES | st.just("hi"),
+        "previous_response_id": JSON_VALUES,
+        "generate": JSON_VALUES,
+        "store": JSON_VALUES,
+        "tools": JSON_VALUES,
+        "background": JSON_VALUES,
+    },
+)
+
+
+async def drive(app: Any, messages: list[str]) -> list[dict[str, Any]]:
+    """One socket over raw ASGI: the messages, then a disconnect once every turn was answered."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for message in [{"type": "websocket.connect"}] + [{"type": "websocket.receive", "text": m} for m in messages]:
+        inbox.put_nowait(message)
+    frames: list[dict[str, Any]] = []
+    answered = 0
+    expected = sum(1 for m in messages if '"response.processed"' not in m)
+
+    async def receive() -> dict[str, Any]:
+        return await inbox.get()
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal answered
+        if message["type"] == "websocket.send":
+            frame = json.loads(message["text"])
+            frames.append(frame)
+            terminal = ("response.completed", "response.incomplete", "response.failed")
+            if frame["type"] in terminal or (frame["type"] == "error" and "status" in frame):
+                answered += 1
+                if answered == expected:
+                    inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    scope = {"type": "websocket", "path": "/v1/responses", "headers": [], "query_string": b"", "subprotocols": []}
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    return frames
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=CREATE_FIELDS | JSON_VALUES.map(lambda v: {"type": "response.create", "input": v, "model": "demo"}))
+def test_any_message_gets_one_answer_and_the_socket_stays_usable(first: Any) -> None:
+    app = CompatMiddleware(DemoChatApp())
+    valid = '{"type": "response.create", "model": "demo", "input": "still here?", "store": false}'
+    frames = asyncio.run(drive(app, [json.dumps(first), valid]))
+    # The last turn is a whole valid stream, whatever came before it.
+    starts = [i for i, frame in enumerate(frames) if frame["type"] == "response.created"]
+    last = frames[starts[-1] :]
+    assert_valid(validate_responses_events(last))
+    assert last[-1]["type"] == "response.completed"
+    for frame in frames[: starts[-1]]:
+        if frame["type"] == "error" and "status" in frame:
+            assert 400 <= frame["status"] < 500, frame  # refused as the client's fault, never a 500
