@@ -199,12 +199,14 @@ class CompatMiddleware:
         async def create_response(call: Call, responder: Responder) -> None:
             translate = call.target.api == "chat"
             call.mode = "translated" if translate else "passthrough"
-            if translate:
-                await compaction.prepare_create(call)
+            first = await compaction.prepare_create(call) if translate else []
             if translate and self._background is not None and call.field("background") is True:
                 await self._background.create(call, responder)
                 return
-            await (responses.handle if translate else self._passthrough)(call, responder)
+            if translate:
+                await responses.handle(call, responder, first_output=first)
+            else:
+                await self._passthrough(call, responder)
 
         async def create_chat_completion(call: Call, responder: Responder) -> None:
             translate = call.target.api == "responses"

@@ -286,6 +286,17 @@ class ChatToResponses:
             self._emit({"type": kind, "response": {**self.response, "output": []}})
         return out
 
+    def add_item(self, item: dict[str, Any]) -> list[Event]:
+        """A finished item the server made itself (a compaction), announced
+        and done at once at the next ``output_index``, with the statuses every
+        item's lifecycle has; call it after :meth:`start`, before feeding the
+        upstream."""
+        out = self._begin()
+        index = self._announce({**item, "status": "in_progress"})
+        done = self._output[index] = {**item, "status": "completed"}
+        self._emit({"type": "response.output_item.done", "output_index": index, "item": done})
+        return out
+
     def feed_bytes(self, data: bytes) -> list[Event]:
         """Feed raw upstream SSE bytes, split anywhere; get the events now complete."""
         events: list[Event] = []

@@ -44,6 +44,11 @@ POLL_INTERVAL = 0.2  # cancel flags, and followers of runs on other workers, are
 _CANCEL_WAIT = 5.0  # seconds a cancel waits for the run to stop before answering anyway
 _CANCEL_TTL = 300.0
 _RUNNING = frozenset({"queued", "in_progress"})
+_ABANDONED = (
+    "The server running this background response stopped before it finished "
+    "(its lease expired); the response was not completed."
+)
+_SHUTDOWN = "The server shut down before this background response finished."
 _LEASE = "lease:"
 _CANCEL = "cancel:"
 
@@ -249,11 +254,7 @@ class BackgroundRuns:
             return record
         return await self._fail_abandoned(record)
 
-    async def _fail_abandoned(self, record: StoredResponse) -> StoredResponse:
-        message = (
-            "The server running this background response stopped before it finished "
-            "(its lease expired); the response was not completed."
-        )
+    async def _fail_abandoned(self, record: StoredResponse, message: str = _ABANDONED) -> StoredResponse:
         events = record.events or b""
         count = len(SSEDecoder().feed(events + b"\n\n"))
         sent = [events]
@@ -382,7 +383,8 @@ class BackgroundRuns:
                 if run.task is not None:
                     await run.task
             with contextlib.suppress(CompatError):
-                await self._fail_abandoned(self._snapshot(run, {**(run.turn.response or {}), "status": "in_progress"}))
+                snapshot = self._snapshot(run, {**self._progress(run), "status": "in_progress"})
+                await self._fail_abandoned(snapshot, _SHUTDOWN)
         self._runs.clear()
 
 

@@ -86,17 +86,19 @@ class Compaction:
             },
         )
 
-    async def prepare_create(self, call: Call) -> None:
+    async def prepare_create(self, call: Call) -> list[dict[str, Any]]:
         """Apply ``context_management`` to a create body before it is served:
         validated and taken out (the rest of the server does not know it), and
-        the context compacted in the body when it is past the threshold."""
+        the context compacted in the body when it is past the threshold.
+        Returns the items the response's output starts with: the compaction
+        item when there was one, as OpenAI's server puts it in the output."""
         body = call.json()
         if not isinstance(body, dict) or body.get("context_management") is None:
-            return
+            return []
         threshold = _threshold(body.pop("context_management"))
         if threshold is None or conversation_id(body) is not None:
             # A conversation keeps its own items; compacting would duplicate them there.
-            return
+            return []
         items = await self._items(call, body)
         last_user = max(
             (i for i, item in enumerate(items) if item.get("type") == "message" and item.get("role") == "user"),
@@ -104,14 +106,15 @@ class Compaction:
         )
         before, after = items[:last_user], items[last_user:]
         if not before:
-            return
+            return []
         chat = responses_to_chat({**body, "input": items}, call.target.options).chat
         if estimate_tokens(chat["messages"]) <= threshold:
-            return
+            return []
         compacted, _ = await self._summarise(call, {**body, "input": before, "previous_response_id": None}, before)
         # The compacted context stands in for the history from now on.
         body["input"] = compacted + after
         body.pop("previous_response_id", None)
+        return compacted[-1:]
 
     async def _items(self, call: Call, body: dict[str, Any]) -> list[dict[str, Any]]:
         """The conversation to compact: stored history, then the request's input items."""

@@ -75,7 +75,11 @@ async def load_history(store: Store, body: dict[str, Any], owner: str | None) ->
                         code="previous_response_not_found",
                     )
                 break  # an older link expired: continue from what is left
-            turns.append(record.input_items + list(record.response.get("output") or ()))
+            # An output item that is also an input item (the compaction a create
+            # made of its own context) stands once, where the input has it.
+            inputs = {item.get("id") for item in record.input_items}
+            output = [item for item in record.response.get("output") or () if item.get("id") not in inputs]
+            turns.append(record.input_items + output)
             link = record.response.get("previous_response_id")
             previous = link if isinstance(link, str) else None
         return [item for turn in reversed(turns) for item in turn]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +41,12 @@ class _EncodedStream:
     """:class:`ChatToResponses` as the shell's byte-level StreamTranslator,
     keeping what it sent when the response is to be stored for replay."""
 
-    __slots__ = ("core", "sent")
+    __slots__ = ("core", "sent", "first")
 
-    def __init__(self, core: ChatToResponses, *, record: bool) -> None:
+    def __init__(self, core: ChatToResponses, *, record: bool, first: Sequence[dict[str, Any]] = ()) -> None:
         self.core = core
         self.sent: list[bytes] | None = [] if record else None
+        self.first = first  # finished items that open the output (a compaction)
 
     @property
     def finished(self) -> bool:
@@ -57,7 +58,10 @@ class _EncodedStream:
         return data
 
     def start(self) -> bytes:
-        return self.keep(encode_events(self.core.start()))
+        events = self.core.start()
+        for item in self.first:
+            events += self.core.add_item(item)
+        return self.keep(encode_events(events))
 
     def feed(self, data: bytes) -> bytes:
         return self.keep(encode_events(self.core.feed_bytes(data)))
@@ -143,7 +147,11 @@ class ResponsesOverChat:
             output = list(response.get("output") or ())
             await self.store.append_conversation(conversation, items + output, owner=call.owner)
 
-    async def handle(self, call: Call, responder: Responder) -> None:
+    async def handle(
+        self, call: Call, responder: Responder, *, first_output: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """``first_output``: finished items the output starts with (the
+        compaction that ``context_management`` made of this request's context)."""
         settings = self.settings
         body = call.json()
         translated, items = await self._translate(body, call)
@@ -161,6 +169,7 @@ class ResponsesOverChat:
                     await upstream.read(settings.max_upstream_body_size)
                 )
                 chat_completion_to_response(completion, response, settings.ids, translated.output)
+                response["output"][:0] = [{**item, "status": "completed"} for item in first_output]
                 if keep:
                     await self._save(call, body, kept_items, response, None)
                 await responder.send_json(200, response)
@@ -168,7 +177,7 @@ class ResponsesOverChat:
             core = ChatToResponses(
                 response, settings.ids, max_line=settings.max_line_size, options=translated.output
             )
-            stream = _EncodedStream(core, record=keep)
+            stream = _EncodedStream(core, record=keep, first=first_output)
 
             async def save() -> None:
                 if keep and stream.sent is not None:
@@ -185,6 +194,8 @@ class ResponsesOverChat:
             # The upstream ignored stream=true and answered whole: replay it as a stream.
             completion = parse_upstream_json(await upstream.read(settings.max_upstream_body_size))
             events = core.start()
+            for item in first_output:
+                events += core.add_item(item)
             events += core.feed(completion_to_chunk(completion))
             events += core.finish(saw_done=True)
             stream.keep(encode_events(events))

@@ -158,11 +158,10 @@ class _Connection:
         raw: bytes | str | None = message.get("text")
         if raw is None:
             raw = message.get("bytes") or b""
-        if len(raw) > self._mode._max_message:
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+        if size > self._mode._max_message:
             await self._error(
-                RequestTooLarge(
-                    f"Message of {len(raw)} bytes exceeds the limit of {self._mode._max_message} bytes."
-                )
+                RequestTooLarge(f"Message of {size} bytes exceeds the limit of {self._mode._max_message} bytes.")
             )
             return
         try:

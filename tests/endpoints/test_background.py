@@ -310,3 +310,16 @@ def test_a_server_killed_mid_run_comes_back_with_the_response_failed(
         events = events_of(restarted.responses.retrieve(created.id, stream=True))
         assert events[-2]["type"] == "error" and events[-1]["type"] == "response.failed"
         assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def test_a_server_shutting_down_fails_its_own_runs_at_once(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    with serve(CompatMiddleware(WatchedDemo(), store=store_url)) as url:
+        client = sdk(url + "/v1")
+        created = client.responses.create(model="demo", input=LONG, background=True)
+        wait_for(client, created.id, until=lambda r: r.status == "in_progress")
+    # A new server on the same store, long before any lease would have run out.
+    with serve(CompatMiddleware(DemoChatApp(), store=store_url, background_lease=600)) as url:
+        failed = sdk(url + "/v1").responses.retrieve(created.id)
+    assert failed.status == "failed" and failed.error is not None
+    assert "shut down" in failed.error.message

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
+import orjson
 import pytest
 from openai.types.responses import CompactedResponse
 from redis_support import redis_command, redis_server
@@ -17,6 +19,7 @@ from test_stored import RecordingDemo
 
 from compat_asgi import CompatMiddleware
 from compat_asgi.core.compaction import SUMMARY_INSTRUCTION
+from compat_asgi.validate import assert_valid, validate_responses_sse
 
 RESTORED = "Summary of the earlier conversation:\n"
 
@@ -118,11 +121,36 @@ def test_context_management_compacts_past_the_threshold(sdk: tuple[RecordingDemo
     assert [m["role"] for m in answered] == ["user", "user", "assistant", "user"]
     assert answered[2]["content"].startswith(RESTORED) and answered[-1]["content"] == "Where do I live?"
     assert over.output_text == under.output_text
+    # The compaction opens the output, as OpenAI's server emits it.
+    assert [item.type for item in over.output] == ["compaction", "message"]
+    assert [item.type for item in under.output] == ["message"]
 
     # The next turn continues from the compacted context, not the original turns.
     client.responses.create(model="demo", input="Thanks.", previous_response_id=over.id)
     assert [m["role"] for m in demo.messages[-1]] == ["user", "user", "assistant", "user", "assistant", "user"]
     assert "Nice to meet you, Ada." not in [m["content"] for m in demo.messages[-1]]
+
+
+def test_context_management_streams_the_compaction_item(sdk: tuple[RecordingDemo, openai.OpenAI]) -> None:
+    demo, client = sdk
+    body = {
+        "model": "demo", "stream": True,
+        "input": [*CONVERSATION, {"role": "user", "content": "Where do I live?"}],
+        "context_management": [{"type": "compaction", "compact_threshold": 10}],
+    }
+    raw = httpx.post(str(client.base_url) + "responses", json=body, timeout=30).content
+    assert_valid(validate_responses_sse(raw))
+    events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    added = [e for e in events if e["type"] == "response.output_item.added"]
+    assert [(e["output_index"], e["item"]["type"]) for e in added] == [(0, "compaction"), (1, "message")]
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed"
+    assert [item["type"] for item in final["output"]] == ["compaction", "message"]
+    # Stored with the stream: the next turn continues from the compacted context, the summary once.
+    client.responses.create(model="demo", input="Thanks.", previous_response_id=final["id"])
+    history = demo.messages[-1]
+    assert [m["role"] for m in history] == ["user", "user", "assistant", "user", "assistant", "user"]
+    assert sum(m["content"].startswith(RESTORED) for m in history) == 1
 
 
 @pytest.mark.parametrize(
