@@ -442,3 +442,36 @@ def test_any_message_gets_one_answer_and_the_socket_stays_usable(first: Any) -> 
     for frame in frames[: starts[-1]]:
         if frame["type"] == "error" and "status" in frame:
             assert 400 <= frame["status"] < 500, frame  # refused as the client's fault, never a 500
+
+
+def test_upstream_faults_over_the_socket_fail_the_turn_and_evict_the_kept_response() -> None:
+    from faulty_upstream import FaultyUpstream
+
+    with serve(FaultyUpstream()) as upstream, serve(CompatMiddleware(upstream=upstream + "/v1")) as url:
+
+        async def main() -> None:
+            async with client(url).responses.connect() as connection:
+                await connection.response.create(model="trickle", input="hi", store=False)
+                first = check(await collect(connection))
+                assert first["status"] == "completed"
+                # Fails after the stream started: error + response.failed, like SSE.
+                await connection.response.create(
+                    model="error-mid", input="go on", previous_response_id=first["id"], store=False
+                )
+                failed = await collect(connection)
+                assert [e["type"] for e in failed[-2:]] == ["error", "response.failed"], failed
+                check(failed)
+                # The failed continuation evicted the kept response.
+                await connection.response.create(
+                    model="trickle", input="again", previous_response_id=first["id"], store=False
+                )
+                [gone] = await collect(connection)
+                assert gone["error"]["code"] == "previous_response_not_found"
+                # Refused before any event (upstream 4xx): an error with its status, socket still usable.
+                await connection.response.create(model="status-429", input="x", store=False)
+                [refused] = await collect(connection)
+                assert refused["type"] == "error" and refused["status"] == 429
+                await connection.response.create(model="trickle", input="fine", store=False)
+                assert check(await collect(connection))["status"] == "completed"
+
+        asyncio.run(main())
