@@ -135,6 +135,7 @@ class _Connection:
     async def run(self, receive: Receive) -> None:
         inbox: asyncio.Queue[Message | None] = asyncio.Queue(_PENDING_MESSAGES)
         reader = asyncio.create_task(_read(receive, inbox))
+        turn: asyncio.Task[None] | None = None
         try:
             while True:
                 message = await inbox.get()
@@ -153,6 +154,8 @@ class _Connection:
                 turn.result()
         finally:
             reader.cancel()
+            if turn is not None:
+                turn.cancel()  # the server is cancelling us (shutdown): the turn goes too
 
     async def _handle(self, message: Message) -> None:
         raw: bytes | str | None = message.get("text")
