@@ -270,9 +270,16 @@ def server_process(store_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes
                 proc.wait()
 
 
-def test_two_workers_on_redis_follow_and_cancel_each_others_runs(redis_url: str) -> None:
-    redis_command(int(redis_url.rsplit(":", 1)[1].split("/")[0]), "FLUSHALL")
-    with server_process(redis_url) as (first, _), server_process(redis_url) as (second, _):
+@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+def test_two_workers_follow_and_cancel_each_others_runs(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "redis":
+        store_url: str = request.getfixturevalue("redis_url")
+        redis_command(int(store_url.rsplit(":", 1)[1].split("/")[0]), "FLUSHALL")
+    else:
+        store_url = f"sqlite:///{tmp_path / 'store.db'}"  # two processes on one host share the file
+    with server_process(store_url) as (first, _), server_process(store_url) as (second, _):
         one, two = sdk(first), sdk(second)
         # Started on one worker, followed from the start on the other, live.
         created = one.responses.create(model="demo", input="Tell me a story.", background=True)
