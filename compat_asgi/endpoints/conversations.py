@@ -113,7 +113,8 @@ class Conversations:
 
     async def create(self, call: Call, responder: Responder) -> None:
         store = self._store()
-        body = check_keys(call.json(), _CREATE_KEYS, {})
+        # Every field is optional, so an empty body (curl -X POST) is an empty conversation.
+        body = check_keys(call.json() if call.body.strip() else {}, _CREATE_KEYS, {})
         metadata = checked_metadata(body)
         items = self._items(body, required=False)
         conversation_id = self.ids("conv")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.conversations import Conversation, ConversationDeletedResource, ConversationItemList, Message
@@ -156,6 +157,13 @@ def test_invalid_create_is_a_precise_400(server: tuple[RecordingDemo, str], body
     with pytest.raises(openai.BadRequestError) as error:
         client(url).post("/conversations", body=body, cast_to=Conversation)
     assert (error.value.body["param"], error.value.body["code"]) == (param, code)  # type: ignore[index]
+
+
+def test_create_with_an_empty_body(server: tuple[RecordingDemo, str]) -> None:
+    _, url = server
+    created = httpx.post(url + "/conversations", headers={"authorization": "Bearer alice"})
+    assert created.status_code == 200 and created.json()["object"] == "conversation"
+    assert client(url).conversations.items.list(created.json()["id"]).data == []
 
 
 def test_without_a_store_it_is_a_clear_400() -> None:
