@@ -96,6 +96,7 @@ class BackgroundRuns:
         """Retrieve and cancel; the store's other response routes as they are."""
         own = [
             Route("GET", "/responses/{response_id}", self.retrieve),
+            Route("DELETE", "/responses/{response_id}", self.delete),
             Route("POST", "/responses/{response_id}/cancel", self.cancel),
         ]
         taken = {(route.method, route.path) for route in own}
@@ -350,14 +351,25 @@ class BackgroundRuns:
                 param="response_id",
                 code="invalid_value",
             )
-        if record.response.get("status") in _RUNNING:
-            run = self._runs.get(response_id)
-            if run is not None:
-                run.cancel()
-            else:
-                await self.store.put_flag(_CANCEL + response_id, b"1", ttl=_CANCEL_TTL)
-            record = await self._stopped(response_id, call.owner) or record
+        record = await self._stop(record, call.owner)
         await responder.send_json(200, record.response)
+
+    async def delete(self, call: Call, responder: Responder) -> None:
+        """Deleting a running response stops it first, so it cannot write itself back."""
+        record = await self._current(call.params["response_id"], call.owner)
+        if record is not None and record.response.get("background"):
+            await self._stop(record, call.owner)
+        await self._stored.delete(call, responder)
+
+    async def _stop(self, record: StoredResponse, owner: str | None) -> StoredResponse:
+        if record.response.get("status") not in _RUNNING:
+            return record
+        run = self._runs.get(record.id)
+        if run is not None:
+            run.cancel()
+        else:
+            await self.store.put_flag(_CANCEL + record.id, b"1", ttl=_CANCEL_TTL)
+        return await self._stopped(record.id, owner) or record
 
     async def _stopped(self, response_id: str, owner: str | None) -> StoredResponse | None:
         """The record once its run stopped (here or on another worker), or as it

@@ -24,6 +24,7 @@ from support import serve
 
 from compat_asgi import CompatMiddleware
 from compat_asgi.demo import DemoChatApp
+from compat_asgi.endpoints.background import POLL_INTERVAL
 from compat_asgi.types import Message, Receive, Scope, Send
 from compat_asgi.validate import assert_valid, parse_sse, validate_responses_sse
 
@@ -227,6 +228,7 @@ SERVER = """
 import os, uvicorn
 from compat_asgi import CompatMiddleware
 from compat_asgi.demo import DemoChatApp
+from compat_asgi.endpoints.background import POLL_INTERVAL
 app = CompatMiddleware(
     DemoChatApp(word_delay=float(os.environ["DEMO_WORD_DELAY"])),
     store=os.environ["STORE_URL"],
@@ -330,3 +332,14 @@ def test_a_server_shutting_down_fails_its_own_runs_at_once(tmp_path: Path) -> No
         failed = sdk(url + "/v1").responses.retrieve(created.id)
     assert failed.status == "failed" and failed.error is not None
     assert "shut down" in failed.error.message
+
+
+def test_deleting_a_running_response_stops_it_for_good(server: str, demo: WatchedDemo) -> None:
+    client = sdk(server)
+    created = client.responses.create(model="demo", input=LONG, background=True)
+    wait_for(client, created.id, until=lambda r: r.status == "in_progress")
+    client.responses.delete(created.id)
+    time.sleep(3 * POLL_INTERVAL)  # a run still going would have written itself back by now
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    assert demo.ended[-1]
