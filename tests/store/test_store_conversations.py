@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from store_support import Opener
 
 from compat_asgi.store import SQLiteStore, Store, StoredConversation
@@ -145,3 +147,46 @@ def test_sqlite_schema_1_file_is_migrated(tmp_path: Path) -> None:
 
     meta, items = asyncio.run(scenario())
     assert meta == StoredConversation("conv_old", 0, {}) and items == [item(1)]
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 3)),
+        st.tuples(st.just("delete"), st.integers(0, 12)),
+        st.tuples(st.just("update"), st.dictionaries(st.sampled_from("abc"), st.text(max_size=3), max_size=2)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_random_operations_match_a_list(opener: Opener, ops: list[tuple[str, Any]]) -> None:
+    """Appends, item deletions and metadata updates, in any order, leave exactly
+    what a plain list and dict would hold, on every backend."""
+
+    async def scenario(store: Store) -> tuple[list[Any], list[Any]]:
+        await store.delete_conversation("conv_p", owner="a")  # the store is shared across examples
+        await store.append_conversation("conv_p", [], owner="a", created_at=1)
+        model: list[dict[str, Any]] = []
+        metadata: dict[str, str] = {}
+        n = 0
+        for op, arg in ops:
+            if op == "append":
+                batch = [item(n + i) for i in range(arg)]
+                n += arg
+                await store.append_conversation("conv_p", batch, owner="a")
+                model += batch
+            elif op == "delete":
+                expected = any(entry["id"] == f"msg_{arg}" for entry in model)
+                assert await store.delete_conversation_item("conv_p", f"msg_{arg}", owner="a") is expected
+                model = [entry for entry in model if entry["id"] != f"msg_{arg}"]
+            else:
+                metadata = dict(arg)
+                await store.update_conversation("conv_p", metadata, owner="a")
+        found = await store.conversation("conv_p", owner="a")
+        assert found == StoredConversation("conv_p", 1, metadata)
+        return [await store.conversation_items("conv_p", owner="a")], [model]
+
+    stored, expected = run(opener, scenario)
+    assert stored == expected
