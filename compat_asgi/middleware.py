@@ -34,11 +34,17 @@ from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.sse import DEFAULT_MAX_LINE
 from compat_asgi.endpoints import Call, Target
+from compat_asgi.endpoints.background import DEFAULT_LEASE, DEFAULT_MAX_BACKGROUND, BackgroundRuns
 from compat_asgi.endpoints.chat import ChatOverResponses
+from compat_asgi.endpoints.compact import Compaction
+from compat_asgi.endpoints.conversations import Conversations
+from compat_asgi.endpoints.input_tokens import InputTokens
 from compat_asgi.endpoints.models import Models
 from compat_asgi.endpoints.proxy import Passthrough
 from compat_asgi.endpoints.responses import ResponsesOverChat
+from compat_asgi.endpoints.routes import Handler, Route, RouteTable
 from compat_asgi.endpoints.stored import StoredResponses
+from compat_asgi.endpoints.websocket import DEFAULT_MAX_SOCKETS_PER_KEY, ResponsesWebSocket
 from compat_asgi.errors import (
     CompatError,
     InternalError,
@@ -77,10 +83,6 @@ __all__ = ["CompatMiddleware"]
 
 logger = logging.getLogger("compat_asgi")
 
-Handler = Callable[[Call, Responder], Awaitable[None]]
-Routes = dict[str, Handler]  # method -> handler
-
-
 class CompatMiddleware:
     """Make one backend speak both OpenAI APIs.
 
@@ -117,6 +119,9 @@ class CompatMiddleware:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+        max_websockets_per_key: int = DEFAULT_MAX_SOCKETS_PER_KEY,
+        max_background_runs: int = DEFAULT_MAX_BACKGROUND,
+        background_lease: float = DEFAULT_LEASE,
         keepalive_interval: float = DEFAULT_KEEPALIVE,
         drop_unsupported_tools: bool = False,
         strict: bool = False,
@@ -213,22 +218,53 @@ class CompatMiddleware:
         responses = ResponsesOverChat(self.settings, self.store)
         chat = ChatOverResponses(self.settings)
 
+        self._background: BackgroundRuns | None = None
+
+        compaction = Compaction(self.settings, self.store, self._passthrough)
+
         async def create_response(call: Call, responder: Responder) -> None:
             translate = call.target.api == "chat"
             call.mode = "translated" if translate else "passthrough"
-            await (responses.handle if translate else self._passthrough)(call, responder)
+            first = await compaction.prepare_create(call) if translate else []
+            if translate and self._background is not None and call.field("background") is True:
+                await self._background.create(call, responder)
+                return
+            if translate:
+                await responses.handle(call, responder, first_output=first)
+            else:
+                await self._passthrough(call, responder)
 
         async def create_chat_completion(call: Call, responder: Responder) -> None:
             translate = call.target.api == "responses"
             call.mode = "translated" if translate else "passthrough"
             await (chat.handle if translate else self._passthrough)(call, responder)
 
-        self._routes: dict[str, Routes] = {"/models": {"GET": self._models.list}}
+        # Every path this server answers itself, below the prefix.
+        routes = self._models.routes()
+        self._websocket: ResponsesWebSocket | None = None
         if "responses" in translates or not native:
-            self._routes["/responses"] = {"POST": create_response}
+            routes.append(Route("POST", "/responses", create_response))
+            self._websocket = ResponsesWebSocket(
+                responses,
+                authenticate=self._authenticate,
+                resolve=self.router.resolve,
+                max_sockets_per_key=max_websockets_per_key,
+            )
         if "chat" in translates or not native:
-            self._routes["/chat/completions"] = {"POST": create_chat_completion}
-        self._stored = StoredResponses(self.store) if self.store is not None else None
+            routes.append(Route("POST", "/chat/completions", create_chat_completion))
+        if self.store is not None:
+            stored = StoredResponses(self.store)
+            self._background = BackgroundRuns(
+                self.settings, self.store, responses, stored, max_running=max_background_runs, lease=background_lease
+            )
+            routes += self._background.routes()  # the stored-response routes, retrieve knowing runs
+        if "responses" in translates:
+            ids, clock = self.settings.ids, self.settings.clock
+            routes += Conversations(self.store, translation, ids, clock).routes()
+        if "responses" in translates or not native:
+            routes += InputTokens(self.settings, responses, self._passthrough).routes()
+            routes += compaction.routes()
+        self.routes = RouteTable(routes)
         self._native = native
         self._access_log = AccessLog(access_log) if access_log is not None else None
         self._metrics = Metrics(prefix=self.prefix) if metrics else None
@@ -293,7 +329,7 @@ class CompatMiddleware:
         if isinstance(owner, CompatError):
             await send_error(send, owner)
             return
-        routes = self._routes_for(path[len(self.prefix) :])
+        routes = self.routes.match(path[len(self.prefix) :])
         if routes is None:
             if self._native:
                 assert self.app is not None
@@ -305,12 +341,15 @@ class CompatMiddleware:
                     record.mode = "passthrough"
                 await self._serve(self._passthrough, scope, receive, send, owner, record)
             return
-        handler = routes.get(scope["method"])
-        if handler is None:
+        matched = routes.get(scope["method"])
+        if matched is None:
             allow = ", ".join(routes).encode()
             await send_error(send, method_not_allowed(scope["method"], path, allow))
-        else:
-            await self._serve(handler, scope, receive, send, owner, record)
+            return
+        handler, params = matched
+        if params:
+            scope = {**scope, "path_params": params}
+        await self._serve(handler, scope, receive, send, owner, record)
 
     def _report(self, record: RequestRecord) -> None:
         record.finished = time.perf_counter()
@@ -319,30 +358,9 @@ class CompatMiddleware:
         if self._metrics is not None:
             self._metrics.finished(record)
 
-    def _routes_for(self, rest: str) -> Routes | None:
-        """What this server answers itself at ``rest`` (the path below the
-        prefix), by method; None: the request is the backend's own business."""
-        routes = self._routes.get(rest)
-        if routes is not None:
-            return routes
-        parts = rest.split("/")
-        if len(parts) == 3 and parts[1] == "models" and parts[2]:
-            model_id = parts[2]
-            return {"GET": lambda call, responder: self._models.retrieve(call, responder, model_id)}
-        stored = self._stored
-        if stored is None or len(parts) not in (3, 4) or parts[1] != "responses" or not parts[2]:
-            return None
-        response_id = parts[2]
-        if len(parts) == 4:
-            if parts[3] != "input_items":
-                return None
-            return {"GET": lambda call, responder: stored.input_items(call, responder, response_id)}
-        return {
-            "GET": lambda call, responder: stored.retrieve(call, responder, response_id),
-            "DELETE": lambda call, responder: stored.delete(call, responder, response_id),
-        }
-
     async def aclose(self) -> None:
+        if self._background is not None:
+            await self._background.aclose()
         for _, upstream in self.router.all_upstreams:
             await upstream.aclose()
         if self.store is not None:
@@ -373,6 +391,13 @@ class CompatMiddleware:
     # -- scopes that are not ours --------------------------------------------
 
     async def _other_scope(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "websocket"
+            and self._websocket is not None
+            and route_path(scope) == self.prefix + "/responses"
+        ):
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "lifespan":
             if self.app is not None:
                 await self.app(scope, receive, send)

@@ -100,7 +100,8 @@ def test_websocket_and_lifespan_scopes_pass_through() -> None:
         return sent
 
     assert run(lifespan()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    run(app({"type": "websocket", "path": "/v1/responses"}, None, None))  # type: ignore[arg-type]
+    # /v1/responses sockets are WebSocket mode (tests/endpoints/test_websocket.py); others are the app's.
+    run(app({"type": "websocket", "path": "/v1/realtime"}, None, None))  # type: ignore[arg-type]
     assert seen == ["lifespan", "websocket"] and shutdown == [True]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from compat_asgi.core.compaction import open_summary, summary_message
 from compat_asgi.core.options import OutputOptions, RequestOptions
 from compat_asgi.core.validation import (
     Ignored,
@@ -160,6 +161,7 @@ INPUT_ITEM_TYPES = frozenset(
         "reasoning",
         "item_reference",
         "additional_tools",
+        "compaction",
     }
 )
 # Records of tools the server cannot run, and state only OpenAI can read:
@@ -186,7 +188,6 @@ HOSTED_ITEM_TYPES = frozenset(
         "tool_search_output",
         "program",
         "program_output",
-        "compaction",
         "compaction_trigger",
         "configuration_update",
     }
@@ -231,6 +232,7 @@ _ITEM_FIELDS: dict[str, frozenset[str]] = {
     "reasoning": frozenset({"type", "id", "status", "summary", "content", "encrypted_content"}),
     "item_reference": frozenset({"type", "id"}),
     "additional_tools": frozenset({"type", "id", "role", "tools"}),
+    "compaction": frozenset({"type", "id", "encrypted_content"}),
 }
 _TOOL_FIELDS: dict[str, frozenset[str]] = {
     "function": frozenset(
@@ -584,6 +586,19 @@ def _input_messages(
             if item.get("tools") is None:
                 missing(f"{param}.tools")
             tools.offer(item["tools"], f"{param}.tools", extra=True)
+
+        elif kind == "compaction":
+            # A /responses/compact summary stands where the turns it replaced stood.
+            summary = open_summary(options.reasoning_seal, req_str(item, "encrypted_content", param))
+            if summary is None:
+                raise InvalidRequest(
+                    f"Invalid '{param}.encrypted_content': it is not a compaction issued by this server.",
+                    param=f"{param}.encrypted_content",
+                    code="invalid_encrypted_content",
+                )
+            messages.append(summary_message(summary))
+            pending_reasoning.clear()
+            open_assistant = None
 
         else:  # item_reference
             unsupported(

@@ -302,6 +302,16 @@ class ChatToResponses:
             self._emit({"type": kind, "response": {**self.response, "output": []}})
         return self._take()
 
+    def add_item(self, item: dict[str, Any]) -> list[Event]:
+        """A finished item the server made itself (a compaction), announced
+        and done at once at the next ``output_index``, with the statuses every
+        item's lifecycle has; call it after :meth:`start`, before feeding the
+        upstream."""
+        index = self._announce({**item, "status": "in_progress"})
+        done = self._output[index] = {**item, "status": "completed"}
+        self._emit({"type": "response.output_item.done", "output_index": index, "item": done})
+        return self._take()
+
     def feed_bytes(self, data: bytes) -> list[Event]:
         """Feed raw upstream SSE bytes, split anywhere; get the events now complete.
 
@@ -424,6 +434,21 @@ class ChatToResponses:
         response["output"] = [item for item in self._output if item is not None]
         response["usage"] = map_usage(self._usage)
         self._emit({"type": "response.incomplete", "response": response})
+        self.done = True
+        return self._take()
+
+    def cancel(self) -> list[Event]:
+        """Stop here, the response was cancelled: each open part and item gets
+        its done event (status ``incomplete``, the text so far) and the response
+        ends ``cancelled`` with that output. Responses streams have no terminal
+        event for a cancellation; readers see the status."""
+        if self.done:
+            return self._take()
+        self._close_open()
+        response = self.response
+        response["status"] = "cancelled"
+        response["output"] = [item for item in self._output if item is not None]
+        response["usage"] = map_usage(self._usage) if self._usage else None
         self.done = True
         return self._take()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ class Target:
 
 
 _UNPARSED: Any = object()
+_NO_PARAMS: Mapping[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -79,6 +80,12 @@ class Call:
         except InvalidRequest:
             return None  # the endpoint reports malformed JSON itself
         return payload.get(name) if isinstance(payload, dict) else None
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The matched route's path parameters (``{"response_id": "resp_..."}``)."""
+        params: Mapping[str, str] = self.scope.get("path_params", _NO_PARAMS)
+        return params
 
     @property
     def resolved(self) -> Target | None:

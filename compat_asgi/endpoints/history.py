@@ -23,6 +23,7 @@ _PREFIXES = {
     "custom_tool_call": "ctc",
     "custom_tool_call_output": "ctco",
     "reasoning": "rs",
+    "compaction": "cmp",
 }
 
 
@@ -91,7 +92,11 @@ async def load_history(
                         code="previous_response_not_found",
                     )
                 break  # an older link expired: continue from what is left
-            turn = record.input_items + list(record.response.get("output") or ())
+            # An output item that is also an input item (the compaction a create
+            # made of its own context) stands once, where the input has it.
+            inputs = {item.get("id") for item in record.input_items}
+            output = [item for item in record.response.get("output") or () if item.get("id") not in inputs]
+            turn = record.input_items + output
             # Counted turn by turn, so loading stops at the first turn past the limit.
             size += len(orjson.dumps(turn))
             if size > max_bytes:

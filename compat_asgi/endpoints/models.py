@@ -8,6 +8,7 @@ from typing import Any
 
 from compat_asgi.asgi import Responder, parse_upstream_json, upstream_headers
 from compat_asgi.endpoints import Call
+from compat_asgi.endpoints.routes import Route
 from compat_asgi.errors import CompatError, NotFound
 from compat_asgi.settings import Settings
 from compat_asgi.upstream import Upstream
@@ -66,10 +67,17 @@ class Models:
             ]
         return [{**model, "apis": APIS} for model in models]
 
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/models", self.list),
+            Route("GET", "/models/{model_id:segment}", self.retrieve),
+        ]
+
     async def list(self, call: Call, responder: Responder) -> None:
         await responder.send_json(200, {"object": "list", "data": await self._models(call)})
 
-    async def retrieve(self, call: Call, responder: Responder, model_id: str) -> None:
+    async def retrieve(self, call: Call, responder: Responder) -> None:
+        model_id = call.params["model_id"]
         for model in await self._models(call):
             if model["id"] == model_id:
                 await responder.send_json(200, model)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from compat_asgi.asgi import (
@@ -17,7 +18,7 @@ from compat_asgi.asgi import (
 from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_events
-from compat_asgi.core.streams import ChatToResponses, completion_to_chunk
+from compat_asgi.core.streams import ChatToResponses, Event, completion_to_chunk
 from compat_asgi.endpoints import Call, post_json, report_ignored
 from compat_asgi.endpoints.history import (
     conversation_id,
@@ -29,7 +30,7 @@ from compat_asgi.errors import CompatError, InvalidRequest
 from compat_asgi.settings import Settings
 from compat_asgi.store import Store, StoredResponse
 
-__all__ = ["ResponsesOverChat", "CHAT_PATH"]
+__all__ = ["ResponsesOverChat", "Turn", "CHAT_PATH"]
 
 logger = logging.getLogger("compat_asgi")
 
@@ -40,11 +41,12 @@ class _EncodedStream:
     """:class:`ChatToResponses` as the shell's byte-level StreamTranslator,
     keeping what it sent when the response is to be stored for replay."""
 
-    __slots__ = ("core", "sent")
+    __slots__ = ("core", "sent", "first")
 
-    def __init__(self, core: ChatToResponses, *, record: bool) -> None:
+    def __init__(self, core: ChatToResponses, *, record: bool, first: Sequence[dict[str, Any]] = ()) -> None:
         self.core = core
         self.sent: list[bytes] | None = [] if record else None
+        self.first = first  # finished items that open the output (a compaction)
 
     @property
     def finished(self) -> bool:
@@ -60,7 +62,10 @@ class _EncodedStream:
         return data
 
     def start(self) -> bytes:
-        return self.keep(encode_events(self.core.start()))
+        events = self.core.start()
+        for item in self.first:
+            events += self.core.add_item(item)
+        return self.keep(encode_events(events))
 
     def feed(self, data: bytes) -> bytes:
         return self.keep(encode_events(self.core.feed_bytes(data)))
@@ -75,34 +80,54 @@ class _EncodedStream:
         return self.keep(encode_events(self.core.interrupt()))
 
 
+@dataclass(slots=True)
+class Turn:
+    """What :meth:`ResponsesOverChat.events` is producing: the Response (in
+    progress, then final), the request's input items, the translator, and the
+    whole context the response ends (history, input and output items), which
+    is what a later ``previous_response_id`` pointing at it stands for."""
+
+    response: dict[str, Any] | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    core: ChatToResponses | None = None
+    context: list[dict[str, Any]] = field(default_factory=list)
+
+
 class ResponsesOverChat:
     def __init__(self, settings: Settings, store: Store | None) -> None:
         self.settings = settings
         self.store = store
 
     async def _translate(
-        self, body: Any, call: Call
+        self, body: Any, call: Call, history: list[dict[str, Any]] | None = None
     ) -> tuple[TranslatedRequest, list[dict[str, Any]] | None]:
         """The chat request, and the input items to store (None: nothing to store).
-        What it reports ignored is what the client sent, not its stored history."""
+        What it reports ignored is what the client sent, not its stored history.
+
+        ``history``: what ``previous_response_id`` stands for, when the caller
+        already holds it (a WebSocket connection's last response); else it is
+        loaded from the store."""
         options = call.target.options
         owner = call.owner
         if not isinstance(body, dict):
             return responses_to_chat(body, options), None
         if self.store is None:
             for field in ("previous_response_id", "conversation"):
-                if body.get(field) is not None:
+                if body.get(field) is not None and (history is None or field == "conversation"):
                     raise InvalidRequest(
                         f"'{field}' needs a response store, and this server has none configured.",
                         param=field,
                     )
-            return responses_to_chat(body, options), None
+            if history is None:
+                return responses_to_chat(body, options), None
         items = input_items(body.get("input"), self.settings.ids)
         if items is None:
             return responses_to_chat(body, options), None  # raises: input is malformed
-        history = await load_history(
-            self.store, body, owner, max_bytes=self.settings.max_history_bytes
-        )
+        if history is None:
+            assert self.store is not None
+            history = await load_history(
+                self.store, body, owner, max_bytes=self.settings.max_history_bytes
+            )
         items = resolve_references(items, history)
         # Validate what the client sent first, so that error params index its own input.
         translated = responses_to_chat({**body, "input": items}, options)
@@ -134,7 +159,11 @@ class ResponsesOverChat:
             output = list(response.get("output") or ())
             await self.store.append_conversation(conversation, items + output, owner=call.owner)
 
-    async def handle(self, call: Call, responder: Responder) -> None:
+    async def handle(
+        self, call: Call, responder: Responder, *, first_output: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """``first_output``: finished items the output starts with (the
+        compaction that ``context_management`` made of this request's context)."""
         settings = self.settings
         body = call.json()
         translated, items = await self._translate(body, call)
@@ -142,7 +171,7 @@ class ResponsesOverChat:
         echo = translated.echo
         target = call.target
         target.adapt(translated.chat, "max_tokens")
-        keep = items is not None and (echo["store"] or echo["conversation"] is not None)
+        keep = self.store is not None and items is not None and (echo["store"] or echo["conversation"] is not None)
         kept_items = items or []
         upstream = await post_json(call, settings, CHAT_PATH, translated.chat)
         try:
@@ -155,6 +184,7 @@ class ResponsesOverChat:
                 chat_completion_to_response(
                     completion, response, settings.ids, translated.output, settings.clock
                 )
+                response["output"][:0] = [{**item, "status": "completed"} for item in first_output]
                 if keep:
                     await self._save(call, body, kept_items, response, None)
                 await responder.send_json(200, response)
@@ -166,7 +196,7 @@ class ResponsesOverChat:
                 options=translated.output,
                 clock=settings.clock,
             )
-            stream = _EncodedStream(core, record=keep)
+            stream = _EncodedStream(core, record=keep, first=first_output)
 
             async def save() -> None:
                 if keep and stream.sent is not None:
@@ -183,11 +213,93 @@ class ResponsesOverChat:
             # The upstream ignored stream=true and answered whole: replay it as a stream.
             completion = parse_upstream_json(await upstream.read(settings.max_upstream_body_size))
             events = core.start()
+            for item in first_output:
+                events += core.add_item(item)
             events += core.feed(completion_to_chunk(completion))
             events += core.finish(saw_done=True)
             stream.keep(encode_events(events))
             await save()
             await responder.start(200, SSE_HEADERS)
             await responder.body(encode_events(events), more_body=False)
+        finally:
+            await upstream.aclose()
+
+    async def events(
+        self,
+        call: Call,
+        body: dict[str, Any],
+        turn: Turn,
+        *,
+        history: list[dict[str, Any]] | None = None,
+        generate: bool = True,
+        response_id: str | None = None,
+        background: bool = False,
+    ) -> AsyncGenerator[list[Event], None]:
+        """The response to a create ``body`` as batches of stream events, the
+        same :class:`ChatToResponses` events the SSE endpoint encodes, for
+        transports that frame them otherwise (WebSocket mode, background runs).
+
+        The first batch is empty: the request was valid and is going upstream.
+        Errors before it raise :class:`CompatError` (the request was refused),
+        and so do upstream refusals before the stream started; after that, the
+        stream ends with ``error`` + ``response.failed`` like an SSE stream.
+        ``generate=False`` answers without asking the upstream: an empty
+        completed response whose id later turns can continue from (WebSocket
+        warm-up)."""
+        settings = self.settings
+        if history is None and self.store is None:
+            history = []  # the caller remembers this turn itself, so it needs its items
+        translated, items = await self._translate({**body, "stream": True}, call, history)
+        echo = translated.echo
+        keep = self.store is not None and items is not None and (
+            echo["store"] or echo["conversation"] is not None
+        )
+        context = list(history or ()) + list(items or ())
+        kept: list[bytes] = []
+        response = new_response(echo, response_id or settings.ids("resp"), settings.clock())
+        response["background"] = background
+        core = ChatToResponses(response, settings.ids, max_line=settings.max_line_size, options=translated.output)
+        turn.response, turn.items, turn.core = response, list(items or ()), core
+
+        async def finish(events: list[Event]) -> list[Event]:
+            turn.context = context + list(core.response.get("output") or ())
+            if keep:
+                kept.append(encode_events(events))
+                try:
+                    await self._save(call, body, items or [], core.response, b"".join(kept))
+                except CompatError as exc:  # the client still gets its stream
+                    logger.warning("could not store %s: %s", core.response["id"], exc.message)
+            return events
+
+        def note(events: list[Event]) -> list[Event]:
+            if keep and events:
+                kept.append(encode_events(events))
+            return events
+
+        yield []
+        if not generate:
+            yield note(core.start())
+            yield await finish(core.finish(saw_done=True))
+            return
+        call.target.adapt(translated.chat, "max_tokens")
+        upstream = await post_json(call, settings, CHAT_PATH, translated.chat)
+        try:
+            await raise_for_status(upstream)
+            yield note(core.start())
+            try:
+                if is_event_stream(upstream.headers):
+                    async for chunk in upstream.chunks():
+                        events = core.feed_bytes(chunk)
+                        if events:
+                            yield note(events)
+                        if core.saw_done:
+                            break
+                    tail = core.close()
+                else:
+                    completion = parse_upstream_json(await upstream.read(settings.max_upstream_body_size))
+                    tail = core.feed(completion_to_chunk(completion)) + core.finish(saw_done=True)
+            except CompatError as exc:
+                tail = core.fail(exc)
+            yield await finish(tail)
         finally:
             await upstream.aclose()

@@ -9,16 +9,17 @@ from urllib.parse import parse_qs
 from compat_asgi.asgi import SSE_HEADERS, Responder
 from compat_asgi.core.sse import SSEDecoder
 from compat_asgi.endpoints import Call
+from compat_asgi.endpoints.routes import Route
 from compat_asgi.errors import InvalidRequest, NotFound
 from compat_asgi.store import Store, StoredResponse
 
-__all__ = ["StoredResponses"]
+__all__ = ["StoredResponses", "list_options", "list_page", "query_params"]
 
 _DEFAULT_LIMIT = 20
 _MAX_LIMIT = 100
 
 
-def _query(call: Call) -> dict[str, str]:
+def query_params(call: Call) -> dict[str, str]:
     raw: bytes = call.scope.get("query_string", b"")
     return {key: values[-1] for key, values in parse_qs(raw.decode("latin-1")).items()}
 
@@ -47,9 +48,45 @@ def _bool_param(query: dict[str, str], name: str) -> bool:
     return value in ("true", "1")
 
 
+def list_options(query: dict[str, str]) -> tuple[int, str]:
+    """``limit`` and ``order`` of a list request, checked before any lookup."""
+    limit = _int_param(query, "limit", _DEFAULT_LIMIT, 1, _MAX_LIMIT)
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value")
+    return limit, order
+
+
+def list_page(items: list[dict[str, Any]], query: dict[str, str], limit: int, order: str) -> dict[str, Any]:
+    """One page of ``items`` (oldest first) as OpenAI's cursor list object."""
+    if order == "desc":
+        items.reverse()
+    after = query.get("after")
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"Item '{after}' is not in this list.", param="after", code="invalid_value")
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].get("id") if page else None,
+        "last_id": page[-1].get("id") if page else None,
+        "has_more": len(items) > limit,
+    }
+
+
 class StoredResponses:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/responses/{response_id}", self.retrieve),
+            Route("DELETE", "/responses/{response_id}", self.delete),
+            Route("GET", "/responses/{response_id}/input_items", self.input_items),
+        ]
 
     async def _record(self, call: Call, response_id: str) -> StoredResponse:
         record = await self.store.get(response_id, owner=call.owner)
@@ -57,8 +94,9 @@ class StoredResponses:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return record
 
-    async def retrieve(self, call: Call, responder: Responder, response_id: str) -> None:
-        query = _query(call)
+    async def retrieve(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
+        query = query_params(call)
         stream = _bool_param(query, "stream")
         starting_after = _int_param(query, "starting_after", -1, -1, 1 << 31)
         record = await self._record(call, response_id)
@@ -81,35 +119,15 @@ class StoredResponses:
         await responder.start(200, SSE_HEADERS)
         await responder.body(body, more_body=False)
 
-    async def delete(self, call: Call, responder: Responder, response_id: str) -> None:
+    async def delete(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
         if not await self.store.delete(response_id, owner=call.owner):
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         await responder.send_json(200, {"id": response_id, "object": "response", "deleted": True})
 
-    async def input_items(self, call: Call, responder: Responder, response_id: str) -> None:
-        query = _query(call)
-        limit = _int_param(query, "limit", _DEFAULT_LIMIT, 1, _MAX_LIMIT)
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value")
+    async def input_items(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
+        query = query_params(call)
+        limit, order = list_options(query)
         record = await self._record(call, response_id)
-        items: list[dict[str, Any]] = list(record.input_items)
-        if order == "desc":
-            items.reverse()
-        after = query.get("after")
-        if after is not None:
-            ids = [item.get("id") for item in items]
-            if after not in ids:
-                raise InvalidRequest(f"Item '{after}' is not in this list.", param="after", code="invalid_value")
-            items = items[ids.index(after) + 1 :]
-        page = items[:limit]
-        await responder.send_json(
-            200,
-            {
-                "object": "list",
-                "data": page,
-                "first_id": page[0].get("id") if page else None,
-                "last_id": page[-1].get("id") if page else None,
-                "has_more": len(items) > limit,
-            },
-        )
+        await responder.send_json(200, list_page(list(record.input_items), query, limit, order))

@@ -10,6 +10,10 @@ The middleware uses it for ``store``, ``previous_response_id``,
     deleted = await store.delete(id, owner=owner)        # False: same reasons
     await store.append_conversation(conv_id, items, owner=owner)
     items = await store.conversation_items(conv_id, owner=owner)   # None: unknown
+    conversation = await store.conversation(conv_id, owner=owner)  # created_at, metadata
+    await store.update_conversation(conv_id, {"topic": "x"}, owner=owner)
+    await store.delete_conversation_item(conv_id, item_id, owner=owner)
+    await store.delete_conversation(conv_id, owner=owner)
     ready = await store.ping()
     await store.aclose()
 
@@ -28,7 +32,10 @@ Contract, the same for every backend:
   or deletable by, another; conversation ids are a namespace per owner.
 - ``save`` replaces a record with the same id. A response expires ``ttl``
   seconds after it was saved (reads do not extend it); a conversation
-  expires ``ttl`` seconds after its last append.
+  expires ``ttl`` seconds after its last append (or metadata update).
+- A conversation is created by its first append (with ``created_at`` and
+  empty metadata); deleting one item or the conversation never touches
+  another owner's conversation of the same id.
 - Memory and SQLite keep at most ``max_entries`` responses and, separately,
   ``max_entries`` conversations, evicting the least recently used (saved or
   read). Redis leaves that bound to the server's ``maxmemory`` policy, and
@@ -46,6 +53,7 @@ from compat_asgi.store.base import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TTL,
     Store,
+    StoredConversation,
     StoredResponse,
     StoreError,
     StoreTimeout,
@@ -63,6 +71,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreTimeout",
+    "StoredConversation",
     "StoredResponse",
     "open_store",
 ]

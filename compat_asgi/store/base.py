@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_TTL",
     "StoredResponse",
+    "StoredConversation",
     "Store",
     "StoreError",
     "StoreTimeout",
@@ -32,6 +33,15 @@ class StoredResponse:
     created_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    """What a conversation is besides its items (those come from ``conversation_items``)."""
+
+    id: str
+    created_at: int  # 0 for a conversation stored before creation times were kept
+    metadata: dict[str, str]
+
+
 class Store(Protocol):
     """Where responses and conversations live between requests.
 
@@ -46,12 +56,38 @@ class Store(Protocol):
     async def delete(self, response_id: str, *, owner: str | None) -> bool: ...
 
     async def append_conversation(
-        self, conversation_id: str, items: list[dict[str, Any]], *, owner: str | None
-    ) -> None: ...
+        self,
+        conversation_id: str,
+        items: list[dict[str, Any]],
+        *,
+        owner: str | None,
+        created_at: int | None = None,
+    ) -> None:
+        """Append ``items``, creating the conversation (at ``created_at``, default
+        now) with empty metadata when it does not exist."""
 
     async def conversation_items(
         self, conversation_id: str, *, owner: str | None
     ) -> list[dict[str, Any]] | None: ...
+
+    async def conversation(self, conversation_id: str, *, owner: str | None) -> StoredConversation | None: ...
+
+    async def update_conversation(
+        self, conversation_id: str, metadata: dict[str, str], *, owner: str | None
+    ) -> StoredConversation | None:
+        """Replace the conversation's metadata; None when it does not exist."""
+
+    async def delete_conversation(self, conversation_id: str, *, owner: str | None) -> bool: ...
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str, *, owner: str | None) -> bool:
+        """Remove the item with ``id`` ``item_id``; False when the conversation or item is unknown."""
+
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        """Set a short-lived key (a background run's lease, a cancel request) that
+        every worker sharing the store sees, and that vanishes ``ttl`` seconds later."""
+
+    async def get_flag(self, key: str) -> bytes | None:
+        """The flag's value; None once it expired or when it was never set."""
 
     async def ping(self) -> bool: ...
 

@@ -10,6 +10,7 @@ from typing import Any
 from compat_asgi.store.base import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TTL,
+    StoredConversation,
     StoredResponse,
     StoreError,
     check_limits,
@@ -26,6 +27,15 @@ class _Entry:
         self.owner = owner
         self.data = data
         self.expires_at = expires_at
+
+
+class _Thread:
+    __slots__ = ("created_at", "metadata", "items")
+
+    def __init__(self, created_at: int) -> None:
+        self.created_at = created_at
+        self.metadata: dict[str, str] = {}
+        self.items: list[bytes] = []
 
 
 class MemoryStore:
@@ -50,6 +60,7 @@ class MemoryStore:
         self._responses: OrderedDict[str, _Entry] = OrderedDict()
         # Conversation ids may come from clients, so each owner has its own namespace.
         self._conversations: OrderedDict[tuple[str | None, str], _Entry] = OrderedDict()
+        self._flags: dict[str, tuple[bytes, float]] = {}  # key -> (value, expires at)
         self._closed = False
 
     async def save(self, record: StoredResponse) -> None:
@@ -70,15 +81,20 @@ class MemoryStore:
         return True
 
     async def append_conversation(
-        self, conversation_id: str, items: list[dict[str, Any]], *, owner: str | None
+        self,
+        conversation_id: str,
+        items: list[dict[str, Any]],
+        *,
+        owner: str | None,
+        created_at: int | None = None,
     ) -> None:
         self._check_open()
         encoded = [encode_item(item) for item in items]
         key = (owner, conversation_id)
         entry = self._lookup(self._conversations, key, owner)
         if entry is None:
-            entry = _Entry(owner, [], None)
-        entry.data.extend(encoded)
+            entry = _Entry(owner, _Thread(int(time.time()) if created_at is None else created_at), None)
+        entry.data.items.extend(encoded)
         # Expiry counts from the last append: a conversation in use stays alive.
         entry.expires_at = self._expiry()
         self._put(self._conversations, key, entry)
@@ -88,7 +104,58 @@ class MemoryStore:
     ) -> list[dict[str, Any]] | None:
         self._check_open()
         entry = self._lookup(self._conversations, (owner, conversation_id), owner)
-        return None if entry is None else [decode_item(item) for item in entry.data]
+        return None if entry is None else [decode_item(item) for item in entry.data.items]
+
+    async def conversation(self, conversation_id: str, *, owner: str | None) -> StoredConversation | None:
+        self._check_open()
+        entry = self._lookup(self._conversations, (owner, conversation_id), owner)
+        if entry is None:
+            return None
+        return StoredConversation(conversation_id, entry.data.created_at, dict(entry.data.metadata))
+
+    async def update_conversation(
+        self, conversation_id: str, metadata: dict[str, str], *, owner: str | None
+    ) -> StoredConversation | None:
+        self._check_open()
+        entry = self._lookup(self._conversations, (owner, conversation_id), owner)
+        if entry is None:
+            return None
+        entry.data.metadata = dict(metadata)
+        entry.expires_at = self._expiry()
+        return StoredConversation(conversation_id, entry.data.created_at, dict(metadata))
+
+    async def delete_conversation(self, conversation_id: str, *, owner: str | None) -> bool:
+        self._check_open()
+        key = (owner, conversation_id)
+        if self._lookup(self._conversations, key, owner) is None:
+            return False
+        del self._conversations[key]
+        return True
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str, *, owner: str | None) -> bool:
+        self._check_open()
+        entry = self._lookup(self._conversations, (owner, conversation_id), owner)
+        if entry is None:
+            return False
+        items: list[bytes] = entry.data.items
+        for index, data in enumerate(items):
+            if decode_item(data).get("id") == item_id:
+                del items[index]
+                return True
+        return False
+
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        self._check_open()
+        now = self._clock()
+        # Few flags live at once (one lease per running response); expired ones go on every write.
+        for name in [name for name, (_, until) in self._flags.items() if until <= now]:
+            del self._flags[name]
+        self._flags[key] = (value, now + ttl)
+
+    async def get_flag(self, key: str) -> bytes | None:
+        self._check_open()
+        flag = self._flags.get(key)
+        return flag[0] if flag is not None and flag[1] > self._clock() else None
 
     async def ping(self) -> bool:
         return not self._closed

@@ -24,6 +24,7 @@ import orjson
 from compat_asgi.store.base import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TTL,
+    StoredConversation,
     StoredResponse,
     StoreError,
     check_limits,
@@ -31,7 +32,7 @@ from compat_asgi.store.base import (
 
 __all__ = ["SQLiteStore", "SCHEMA_VERSION", "DEFAULT_BUSY_TIMEOUT"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
 
 _T = TypeVar("_T")
@@ -68,6 +69,16 @@ CREATE TABLE conversation_items (
 );
 CREATE INDEX conversation_items_conversation ON conversation_items(conversation);
 """
+# Each step takes the file from version N to N + 1; ``_SCHEMA`` is version 1.
+_MIGRATIONS = (
+    # 1 -> 2: the Conversations API shows a creation time and metadata.
+    """
+ALTER TABLE conversations ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN metadata BLOB NOT NULL DEFAULT '{}';
+""",
+)
+
+_FLAGS = "CREATE TABLE IF NOT EXISTS flags (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL)"
 
 
 class SQLiteStore:
@@ -107,16 +118,41 @@ class SQLiteStore:
         return await self._run(self._delete, response_id, owner)
 
     async def append_conversation(
-        self, conversation_id: str, items: list[dict[str, Any]], *, owner: str | None
+        self,
+        conversation_id: str,
+        items: list[dict[str, Any]],
+        *,
+        owner: str | None,
+        created_at: int | None = None,
     ) -> None:
         encoded = [orjson.dumps(item) for item in items]
-        await self._run(self._append, conversation_id, encoded, owner)
+        await self._run(self._append, conversation_id, encoded, owner, created_at)
 
     async def conversation_items(
         self, conversation_id: str, *, owner: str | None
     ) -> list[dict[str, Any]] | None:
         rows = await self._run(self._items, conversation_id, owner)
         return None if rows is None else [orjson.loads(row) for row in rows]
+
+    async def conversation(self, conversation_id: str, *, owner: str | None) -> StoredConversation | None:
+        return await self._run(self._conversation, conversation_id, owner, None)
+
+    async def update_conversation(
+        self, conversation_id: str, metadata: dict[str, str], *, owner: str | None
+    ) -> StoredConversation | None:
+        return await self._run(self._conversation, conversation_id, owner, orjson.dumps(metadata))
+
+    async def delete_conversation(self, conversation_id: str, *, owner: str | None) -> bool:
+        return await self._run(self._delete_conversation, conversation_id, owner)
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str, *, owner: str | None) -> bool:
+        return await self._run(self._delete_item, conversation_id, item_id, owner)
+
+    async def put_flag(self, key: str, value: bytes, *, ttl: float) -> None:
+        await self._run(self._put_flag, key, value, ttl)
+
+    async def get_flag(self, key: str) -> bytes | None:
+        return await self._run(self._get_flag, key)
 
     async def ping(self) -> bool:
         try:
@@ -219,7 +255,9 @@ class SQLiteStore:
             )
             return cursor.rowcount > 0
 
-    def _append(self, conversation_id: str, items: list[bytes], owner: str | None) -> None:
+    def _append(
+        self, conversation_id: str, items: list[bytes], owner: str | None, created_at: int | None
+    ) -> None:
         now = time.time()
         expires_at = self._expiry(now)
         with self._write() as conn:
@@ -230,8 +268,9 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 cursor = conn.execute(
-                    "INSERT INTO conversations (id, owner, expires_at, accessed) VALUES (?, ?, ?, ?)",
-                    (conversation_id, owner, expires_at, self._tick()),
+                    "INSERT INTO conversations (id, owner, expires_at, accessed, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (conversation_id, owner, expires_at, self._tick(), int(now) if created_at is None else created_at),
                 )
                 pk = cursor.lastrowid
             else:
@@ -261,6 +300,54 @@ class SQLiteStore:
             ).fetchall()
         return [bytes(item) for (item,) in rows]
 
+    def _live_conversation(self, conn: sqlite3.Connection, conversation_id: str, owner: str | None) -> Any:
+        return conn.execute(
+            "SELECT pk, created_at, metadata FROM conversations"
+            " WHERE id = ? AND owner IS ? AND (expires_at IS NULL OR expires_at > ?)",
+            (conversation_id, owner, time.time()),
+        ).fetchone()
+
+    def _conversation(
+        self, conversation_id: str, owner: str | None, metadata: bytes | None
+    ) -> StoredConversation | None:
+        """The conversation, after replacing its metadata when ``metadata`` is given."""
+        with self._write() as conn:
+            row = self._live_conversation(conn, conversation_id, owner)
+            if row is None:
+                return None
+            pk, created_at, stored = row
+            if metadata is None:
+                conn.execute("UPDATE conversations SET accessed = ? WHERE pk = ?", (self._tick(), pk))
+            else:
+                stored = metadata
+                conn.execute(
+                    "UPDATE conversations SET metadata = ?, expires_at = ?, accessed = ? WHERE pk = ?",
+                    (metadata, self._expiry(time.time()), self._tick(), pk),
+                )
+        return StoredConversation(conversation_id, created_at, orjson.loads(stored))
+
+    def _delete_conversation(self, conversation_id: str, owner: str | None) -> bool:
+        with self._write() as conn:
+            row = self._live_conversation(conn, conversation_id, owner)
+            if row is None:
+                return False
+            conn.execute("DELETE FROM conversations WHERE pk = ?", (row[0],))
+        return True
+
+    def _delete_item(self, conversation_id: str, item_id: str, owner: str | None) -> bool:
+        with self._write() as conn:
+            row = self._live_conversation(conn, conversation_id, owner)
+            if row is None:
+                return False
+            # Items are opaque blobs here; ids are compared after decoding, as every backend does.
+            for n, item in conn.execute(
+                "SELECT n, item FROM conversation_items WHERE conversation = ? ORDER BY n", (row[0],)
+            ):
+                if orjson.loads(item).get("id") == item_id:
+                    conn.execute("DELETE FROM conversation_items WHERE n = ?", (n,))
+                    return True
+        return False
+
     def _evict(self, conn: sqlite3.Connection, table: str) -> None:
         (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         if count > self._max_entries:
@@ -270,6 +357,18 @@ class SQLiteStore:
                 f" (SELECT {key} FROM {table} ORDER BY accessed LIMIT ?)",
                 (count - self._max_entries,),
             )
+
+    def _put_flag(self, key: str, value: bytes, ttl: float) -> None:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute("DELETE FROM flags WHERE expires_at <= ?", (now,))
+            conn.execute("INSERT OR REPLACE INTO flags (key, value, expires_at) VALUES (?, ?, ?)", (key, value, now + ttl))
+
+    def _get_flag(self, key: str) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT value FROM flags WHERE key = ? AND expires_at > ?", (key, time.time())
+        ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def _ping(self) -> bool:
         self._conn.execute("SELECT 1").fetchone()
@@ -291,6 +390,8 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
+        # Short-lived keys only: a table older versions never read, so no schema version of its own.
+        conn.execute(_FLAGS)
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
@@ -308,10 +409,12 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     try:
         # Re-read under the lock: another worker starting at the same time may have won.
         version = _schema_version(conn)
-        if version == 0:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        if 0 <= version < SCHEMA_VERSION:
+            steps = (_SCHEMA, *_MIGRATIONS) if version == 0 else _MIGRATIONS[version - 1 :]
+            for step in steps:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise StoreError(

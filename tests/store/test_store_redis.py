@@ -37,8 +37,8 @@ def test_keys_are_namespaced_and_expire(redis_url: str, redis_port: int) -> None
     asyncio.run(scenario())
     keys = redis_command(redis_port, "KEYS", "*")
     assert b"compat_asgi:resp:resp_1" in keys and b"compat_asgi:conv:conv_1" in keys
-    assert keys.startswith(b"*2\r\n")
-    for key in ("compat_asgi:resp:resp_1", "compat_asgi:conv:conv_1"):
+    assert keys.startswith(b"*3\r\n") and b"compat_asgi:convmeta:conv_1" in keys
+    for key in ("compat_asgi:resp:resp_1", "compat_asgi:conv:conv_1", "compat_asgi:convmeta:conv_1"):
         ttl = int(redis_command(redis_port, "TTL", key)[1:].strip())
         assert 590 < ttl <= 600
 

@@ -1,0 +1,409 @@
+"""Background responses: ``POST /responses`` with ``background: true``,
+``GET /responses/{id}`` (poll, or ``?stream=true&starting_after=N`` to follow
+and resume), ``POST /responses/{id}/cancel``.
+
+A run belongs to no request: it starts at once and keeps going when the
+client leaves. Its progress (the Response and the encoded events so far) is
+written to the store, so any worker sharing the store can serve a poll or a
+follower; followers of a run on another worker poll the store. The worker
+running it holds a lease (a store flag it renews); a run whose lease ran out
+(its worker died) reads as ``failed`` everywhere. A cancel is a store flag
+the running worker polls, so it reaches the run from any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from compat_asgi.asgi import SSE_HEADERS, Responder
+from compat_asgi.core.sse import SSEDecoder, encode_events
+from compat_asgi.core.streams import Event
+from compat_asgi.endpoints import Call
+from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
+from compat_asgi.endpoints.routes import Route
+from compat_asgi.endpoints.stored import StoredResponses, _bool_param, _int_param, query_params
+from compat_asgi.errors import CompatError, InvalidRequest, ServerBusy
+from compat_asgi.settings import Settings
+from compat_asgi.store import Store, StoredResponse
+
+__all__ = ["BackgroundRuns", "DEFAULT_MAX_BACKGROUND", "DEFAULT_LEASE"]
+
+logger = logging.getLogger("compat_asgi")
+
+DEFAULT_MAX_BACKGROUND = 64  # runs at once on one worker; then 503
+DEFAULT_LEASE = 10.0  # seconds a run stays alive in the store without its worker renewing it
+POLL_INTERVAL = 0.2  # cancel flags, and followers of runs on other workers, are polled this often
+_CANCEL_WAIT = 5.0  # seconds a cancel waits for the run to stop before answering anyway
+_CANCEL_TTL = 300.0
+_RUNNING = frozenset({"queued", "in_progress"})
+_ABANDONED = (
+    "The server running this background response stopped before it finished "
+    "(its lease expired); the response was not completed."
+)
+_SHUTDOWN = "The server shut down before this background response finished."
+_LEASE = "lease:"
+_CANCEL = "cancel:"
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run on this worker."""
+
+    record: StoredResponse
+    turn: Turn
+    task: asyncio.Task[None] | None = None
+    sent: list[bytes] = field(default_factory=list)  # encoded event batches, in order
+    cancelling: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.cancelling:
+            self.cancelling = True
+            self.task.cancel()
+
+
+class BackgroundRuns:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        responses: ResponsesOverChat,
+        stored: StoredResponses,
+        *,
+        max_running: int = DEFAULT_MAX_BACKGROUND,
+        lease: float = DEFAULT_LEASE,
+    ) -> None:
+        if max_running <= 0 or lease <= 0:
+            raise ValueError("max_background_runs and background_lease must be positive")
+        self.settings = settings
+        self.store = store
+        self._responses = responses
+        self._stored = stored
+        self._max_running = max_running
+        self._lease = lease
+        self._worker = os.urandom(8).hex().encode()
+        self._runs: dict[str, _Run] = {}
+
+    def routes(self) -> list[Route]:
+        """Retrieve and cancel; the store's other response routes as they are."""
+        own = [
+            Route("GET", "/responses/{response_id}", self.retrieve),
+            Route("DELETE", "/responses/{response_id}", self.delete),
+            Route("POST", "/responses/{response_id}/cancel", self.cancel),
+        ]
+        taken = {(route.method, route.path) for route in own}
+        return own + [route for route in self._stored.routes() if (route.method, route.path) not in taken]
+
+    # -- create ----------------------------------------------------------------
+
+    async def create(self, call: Call, responder: Responder) -> None:
+        body = call.json()
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object.")
+        if body.get("store") is False:
+            raise InvalidRequest("Background responses need store=true.", param="store", code="invalid_value")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise InvalidRequest("'stream' must be a boolean.", param="stream", code="invalid_type")
+        if len(self._runs) >= self._max_running:
+            raise ServerBusy(
+                f"This server is running {self._max_running} background responses; retry shortly.",
+                headers=[(b"retry-after", b"1")],
+            )
+        request = {key: value for key, value in body.items() if key not in ("background", "stream")}
+        turn = Turn()
+        events = self._responses.events(
+            call, request, turn, response_id=self.settings.ids("resp"), background=True
+        )
+        await anext(events)  # the request is valid (a 400 goes to the client), the run starts
+        assert turn.response is not None
+        response_id = turn.response["id"]
+        queued = {**turn.response, "status": "queued"}
+        record = StoredResponse(
+            id=response_id,
+            owner=call.owner,
+            response=queued,
+            input_items=turn.items,
+            events=b"",
+            created_at=turn.response["created_at"],
+        )
+        try:
+            # Lease first: a reader never sees the run without one.
+            await self.store.put_flag(_LEASE + response_id, self._worker, ttl=self._lease)
+            await self.store.save(record)
+        except BaseException:
+            await events.aclose()
+            raise
+        run = _Run(record, turn)
+        self._runs[response_id] = run
+        run.task = asyncio.create_task(self._drive(run, events, call), name=f"background {response_id}")
+        if stream:
+            await self._follow(call, responder, response_id, -1)
+        else:
+            await responder.send_json(200, queued)
+
+    async def _drive(self, run: _Run, events: AsyncGenerator[list[Event], None], call: Call) -> None:
+        loop = asyncio.get_running_loop()
+        watcher = asyncio.create_task(self._watch(run))
+        core = run.turn.core
+        assert core is not None
+        saved = float("-inf")  # the first batch (the run is in progress) is stored at once
+        try:
+            try:
+                async with contextlib.aclosing(events):
+                    async for batch in events:
+                        if not batch:
+                            continue
+                        self._sent(run, batch)
+                        # The translator stores the final response itself, before its last batch.
+                        if not core.done and loop.time() - saved >= POLL_INTERVAL:
+                            await self._save_progress(run)
+                            saved = loop.time()
+            except CompatError as exc:  # refused upstream before streaming: the response exists, so it failed
+                self._sent(run, core.start() + core.fail(exc))
+                await self._save_final(run)
+        except asyncio.CancelledError:
+            if not run.cancelling:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            if not core.done:
+                self._sent(run, core.cancel())
+                await self._save_final(run)
+        except Exception:
+            logger.exception("background response %s failed", run.record.id)
+        finally:
+            watcher.cancel()
+            self._runs.pop(run.record.id, None)
+            run.changed.set()
+
+    def _sent(self, run: _Run, batch: list[Event]) -> None:
+        run.sent.append(encode_events(batch))
+        run.changed.set()
+        run.changed = asyncio.Event()
+
+    def _snapshot(self, run: _Run, response: dict[str, Any]) -> StoredResponse:
+        return StoredResponse(
+            id=run.record.id,
+            owner=run.record.owner,
+            response=response,
+            input_items=run.record.input_items,
+            events=b"".join(run.sent),
+            created_at=run.record.created_at,
+        )
+
+    def _progress(self, run: _Run) -> dict[str, Any]:
+        assert run.turn.response is not None
+        if run.turn.core is not None and run.turn.core.done:
+            return run.turn.response
+        return {**run.turn.response, "output": _done_items(run.sent)}
+
+    async def _save_progress(self, run: _Run) -> None:
+        try:
+            await self.store.save(self._snapshot(run, self._progress(run)))
+        except CompatError as exc:
+            logger.warning("could not store progress of %s: %s", run.record.id, exc.message)
+
+    async def _save_final(self, run: _Run) -> None:
+        assert run.turn.response is not None
+        try:
+            await self.store.save(self._snapshot(run, run.turn.response))
+        except CompatError as exc:
+            logger.warning("could not store the end of %s: %s", run.record.id, exc.message)
+
+    async def _watch(self, run: _Run) -> None:
+        """Renew the run's lease, and stop it when a cancel was asked for on any worker."""
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        key = run.record.id
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                if loop.time() - renewed >= self._lease / 3:
+                    await self.store.put_flag(_LEASE + key, self._worker, ttl=self._lease)
+                    renewed = loop.time()
+                if await self.store.get_flag(_CANCEL + key) is not None:
+                    run.cancel()
+                    return
+            except CompatError as exc:
+                logger.warning("background response %s: store unreachable: %s", key, exc.message)
+
+    # -- retrieve, follow, cancel --------------------------------------------------
+
+    async def _current(self, response_id: str, owner: str | None) -> StoredResponse | None:
+        """The stored record, failed if its run lost its worker."""
+        record = await self.store.get(response_id, owner=owner)
+        run = self._runs.get(response_id)
+        if run is not None and record is not None and run.turn.response is not None:
+            return self._snapshot(run, self._progress(run))  # running here: as it is now
+        if record is None or record.response.get("status") not in _RUNNING:
+            return record
+        if await self.store.get_flag(_LEASE + response_id) is not None:
+            return record
+        # Read again: the run may have ended between the two reads.
+        record = await self.store.get(response_id, owner=owner)
+        if record is None or record.response.get("status") not in _RUNNING:
+            return record
+        return await self._fail_abandoned(record)
+
+    async def _fail_abandoned(self, record: StoredResponse, message: str = _ABANDONED) -> StoredResponse:
+        events = record.events or b""
+        count = len(SSEDecoder().feed(events + b"\n\n"))
+        sent = [events]
+        response = {
+            **record.response,
+            "status": "failed",
+            "error": {"code": "server_error", "message": message},
+            "output": _done_items(sent),
+        }
+        tail: list[Event] = [
+            {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": count},
+            {"type": "response.failed", "response": response, "sequence_number": count + 1},
+        ]
+        failed = StoredResponse(
+            id=record.id,
+            owner=record.owner,
+            response=response,
+            input_items=record.input_items,
+            events=events + encode_events(tail),
+            created_at=record.created_at,
+        )
+        await self.store.save(failed)
+        return failed
+
+    async def retrieve(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
+        query = query_params(call)
+        stream = _bool_param(query, "stream")
+        starting_after = _int_param(query, "starting_after", -1, -1, 1 << 31)
+        record = await self._current(response_id, call.owner)
+        if record is None or not record.response.get("background"):
+            await self._stored.retrieve(call, responder)  # not a background run: served as stored
+            return
+        if stream:
+            await self._follow(call, responder, response_id, starting_after)
+        else:
+            await responder.send_json(200, record.response)
+
+    async def _follow(self, call: Call, responder: Responder, response_id: str, starting_after: int) -> None:
+        """Stream the run's events after ``starting_after`` as they come, from
+        this worker's memory when it runs here, else by polling the store."""
+        skip = starting_after + 1
+        offset = 0  # bytes of the encoded stream already read
+        batches = 0  # of a local run's batches, those already read
+        await responder.start(200, SSE_HEADERS)
+        ticker = asyncio.create_task(responder.keepalive(self.settings.keepalive_interval))
+        try:
+            while True:
+                run = self._runs.get(response_id)
+                waiter: asyncio.Event | None = None
+                if run is not None:
+                    waiter, done = run.changed, False
+                    fresh = b"".join(run.sent[batches:])
+                    batches = len(run.sent)
+                else:
+                    record = await self._current(response_id, call.owner)
+                    if record is None:
+                        break
+                    done = record.response.get("status") not in _RUNNING
+                    # The stored stream is the same bytes as the batches, so offsets carry over.
+                    fresh = (record.events or b"")[offset:]
+                if fresh:
+                    offset += len(fresh)
+                    events = SSEDecoder().feed(fresh + b"\n\n")
+                    chosen, skip = events[skip:], max(0, skip - len(events))
+                    if chosen:
+                        await responder.body(
+                            b"".join(
+                                b"event: " + (event.event or b"message") + b"\ndata: " + event.data + b"\n\n"
+                                for event in chosen
+                            )
+                        )
+                if done:
+                    break
+                if waiter is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter.wait(), POLL_INTERVAL)
+                else:
+                    await asyncio.sleep(POLL_INTERVAL)
+        finally:
+            ticker.cancel()
+        await responder.body(b"", more_body=False)
+
+    async def cancel(self, call: Call, responder: Responder) -> None:
+        response_id = call.params["response_id"]
+        record = await self._current(response_id, call.owner)
+        if record is None:
+            await self._stored.retrieve(call, responder)  # the store's 404
+            return
+        if not record.response.get("background"):
+            raise InvalidRequest(
+                "Only responses created with background=true can be cancelled.",
+                param="response_id",
+                code="invalid_value",
+            )
+        record = await self._stop(record, call.owner)
+        await responder.send_json(200, record.response)
+
+    async def delete(self, call: Call, responder: Responder) -> None:
+        """Deleting a running response stops it first, so it cannot write itself back."""
+        record = await self._current(call.params["response_id"], call.owner)
+        if record is not None and record.response.get("background"):
+            await self._stop(record, call.owner)
+        await self._stored.delete(call, responder)
+
+    async def _stop(self, record: StoredResponse, owner: str | None) -> StoredResponse:
+        if record.response.get("status") not in _RUNNING:
+            return record
+        run = self._runs.get(record.id)
+        if run is not None:
+            run.cancel()
+        else:
+            await self.store.put_flag(_CANCEL + record.id, b"1", ttl=_CANCEL_TTL)
+        return await self._stopped(record.id, owner) or record
+
+    async def _stopped(self, response_id: str, owner: str | None) -> StoredResponse | None:
+        """The record once its run stopped (here or on another worker), or as it
+        is after a few seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CANCEL_WAIT
+        while True:
+            run = self._runs.get(response_id)
+            if run is not None and run.task is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(run.task), max(0.0, deadline - loop.time()))
+            record = await self._current(response_id, owner)
+            if record is None or record.response.get("status") not in _RUNNING or loop.time() >= deadline:
+                return record
+            await asyncio.sleep(POLL_INTERVAL / 2)
+
+    async def aclose(self) -> None:
+        """Shutting down: this worker's runs end ``failed`` now rather than when their leases run out."""
+        for run in list(self._runs.values()):
+            if run.task is not None:
+                run.task.cancel()
+            with contextlib.suppress(BaseException):
+                if run.task is not None:
+                    await run.task
+            with contextlib.suppress(CompatError):
+                snapshot = self._snapshot(run, {**self._progress(run), "status": "in_progress"})
+                await self._fail_abandoned(snapshot, _SHUTDOWN)
+        self._runs.clear()
+
+
+def _done_items(sent: list[bytes]) -> list[dict[str, Any]]:
+    """The output items whose ``output_item.done`` event was sent, in order."""
+    items = []
+    for event in SSEDecoder().feed(b"".join(sent) + b"\n\n"):
+        if event.event == b"response.output_item.done":
+            items.append(orjson.loads(event.data)["item"])
+    return items
