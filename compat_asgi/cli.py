@@ -310,8 +310,19 @@ def _parser() -> argparse.ArgumentParser:
         help="score an OpenAI-compatible endpoint against the protocol rules",
     )
     check.add_argument(
-        "--base-url", required=True, metavar="URL", help="e.g. http://127.0.0.1:8000/v1"
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help="e.g. http://127.0.0.1:8000/v1; give it several times to compare servers side by side",
     )
+    check.add_argument("--name", action="append", default=[], metavar="NAME",
+                       help="a label for each --base-url, in order (e.g. 'llama-server b4500')")
+    check.add_argument("--suite", choices=["openresponses", "ours", "all"], default="all",
+                       help="the public OpenResponses suite's cases, ours, or both (default: %(default)s)")
+    check.add_argument("--client", action="append", default=[], choices=["codex"],
+                       help="also replay a real client's captured requests")
+    check.add_argument("--list", action="store_true", help="list the cases, what each asserts, and exit")
+    check.add_argument("--html", metavar="PATH", help="also write a static HTML report")
     check.add_argument("--model", metavar="M", help="default: the first model GET /models lists")
     check.add_argument(
         "--api", choices=["responses", "chat", "both"], default="both", help="default: %(default)s"
@@ -329,7 +340,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "conformance" and not args.base_url and not args.list:
+        parser.error("conformance: --base-url is required (give it several times to compare servers)")
     if args.command == "conformance":
         from compat_asgi.conformance.command import main as conformance
 
@@ -340,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_key=args.api_key,
             json_path=args.json,
             timeout=args.timeout,
+            suite=args.suite,
+            clients=args.client,
+            html_path=args.html,
+            names=args.name,
+            list_only=args.list,
         )
     if args.command == "serve":
         if args.upstream_timeout <= 0 or args.max_concurrent <= 0 or args.workers <= 0:

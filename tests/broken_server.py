@@ -36,7 +36,20 @@ FAULTS = (
     "missing-done",  # chat: no data: [DONE]
     "stall",  # sends what it has, then nothing until the client leaves
     "lost-delete",  # DELETE says deleted, GET still finds it
+    # The public OpenResponses suite's cases, one fault each:
+    "missing-key",  # the Response lacks the keys only OpenResponses requires (completed_at ...)
+    "bad-delta-type",  # output_text.delta carries a number: both schemas refuse it
+    "no-argument-events",  # a streamed call without function_call_arguments.delta/done
+    "reject-image",  # 400 on input_image parts
+    "reject-file",  # 400 on input_file parts
+    "reject-phase",  # 400 on an assistant item's phase
+    "ignore-chain",  # accepts a previous_response_id it never stored
+    "compact-no-item",  # /responses/compact answers without a compaction item
+    "ws-no-terminal",  # the WebSocket closes after the deltas, before response.completed
+    "plain-reasoning",  # store: false reasoning item without encrypted_content (Codex needs it)
 )
+#: Keys OpenResponses requires on every Response and the OpenAI SDK leaves optional.
+OPENRESPONSES_ONLY = ("completed_at", "top_logprobs", "safety_identifier", "prompt_cache_key", "background")
 CREATED = 1_700_000_000
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _JSON = [(b"content-type", b"application/json")]
@@ -45,7 +58,10 @@ _STRUCTURED = '{"city":"Paris","population":2100000}'
 
 
 class BrokenServer:
-    def __init__(self) -> None:
+    def __init__(self, fault: str | None = None) -> None:
+        """``fault`` injects that fault whatever the model (a server to compare against others)."""
+        assert fault is None or fault in FAULTS
+        self.fault = fault
         self.chat = DemoChatApp()
         self.ids = itertools.count(1)
         self.store: dict[str, dict[str, Any]] = {}
@@ -56,6 +72,9 @@ class BrokenServer:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
@@ -64,6 +83,8 @@ class BrokenServer:
             await self._chat(scope, body, receive, send)
         elif path == "/v1/responses" and method == "POST":
             await self._responses(body, receive, send)
+        elif path == "/v1/responses/compact" and method == "POST":
+            await self._compact(body, send)
         elif path.startswith("/v1/responses/"):
             await self._stored(method, path.removeprefix("/v1/responses/"), send)
         elif path == "/v1/models":
@@ -100,6 +121,42 @@ class BrokenServer:
                 del self.store[rid]
             await _json(send, 200, {"id": rid, "object": "response", "deleted": True})
 
+    async def _websocket(self, scope: Message, receive: Receive, send: Send) -> None:
+        """Responses WebSocket mode: each response.create gets the stream's events as text frames."""
+        if scope["path"] != "/v1/responses":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            request = orjson.loads(message.get("text") or message.get("bytes") or b"{}")
+            if request.pop("type", None) != "response.create":
+                continue
+            model = request.get("model") if isinstance(request.get("model"), str) else "broken-none"
+            fault = self.fault or model.removeprefix("broken-")
+            _, events = self._answer(request, model, fault)
+            if fault == "ws-no-terminal":
+                events.pop()
+            for event in events:
+                await send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
+            if fault == "ws-no-terminal":
+                await send({"type": "websocket.close", "code": 1011})
+                return
+
+    async def _compact(self, body: bytes, send: Send) -> None:
+        request = orjson.loads(body)
+        items = request.get("input") if isinstance(request.get("input"), list) else []
+        kept = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        output = [*kept]
+        if "compact-no-item" not in (self.fault, str(request.get("model")).removeprefix("broken-")):
+            output.append({"type": "compaction", "id": f"cmp_{next(self.ids)}", "encrypted_content": "c2VhbGVk"})
+        await _json(send, 200, {"id": f"resp_{next(self.ids)}", "object": "response.compaction", "created_at": CREATED,
+                                "output": output, "usage": _usage(1, 1)})
+
     async def _responses(self, body: bytes, receive: Receive, send: Send) -> None:
         try:
             request = orjson.loads(body)
@@ -110,12 +167,16 @@ class BrokenServer:
         if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
             await _json(send, 400, _error("Invalid type for 'temperature'.", "temperature", "invalid_type"))
             return
+        model = request.get("model") if isinstance(request.get("model"), str) else "broken-none"
+        fault = self.fault or model.removeprefix("broken-")
         previous = request.get("previous_response_id")
-        if previous is not None and previous not in self.store:
+        if previous is not None and previous not in self.store and fault != "ignore-chain":
             await _json(send, 400, _error("Unknown previous_response_id.", "previous_response_id", "not_found"))
             return
-        model = request.get("model") if isinstance(request.get("model"), str) else "broken-none"
-        fault = model.removeprefix("broken-")
+        refused = _refused(fault, request.get("input"))
+        if refused is not None:
+            await _json(send, 400, _error(f"Unsupported: {refused}.", "input", "unsupported_value"))
+            return
         final, events = self._answer(request, model, fault)
         if final["store"]:
             self.store[final["id"]] = final
@@ -142,7 +203,7 @@ class BrokenServer:
         user = _user_text(items)
         tools = [t for t in request.get("tools") or () if isinstance(t, dict)]
         answered = isinstance(items, list) and any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
-        called = [] if answered else [t for t in tools if t.get("name") in user]
+        called = [] if answered else [t for t in tools if isinstance(t.get("name"), str) and t["name"] in user]
         if request.get("parallel_tool_calls") is False or fault == "dropped-call":
             called = called[:1]
         limit = request.get("max_output_tokens")
@@ -166,7 +227,9 @@ class BrokenServer:
                     status, incomplete, item_status = "incomplete", {"reason": "max_output_tokens"}, "incomplete"
             output.append({"type": "message", "id": f"msg_{n}", "role": "assistant", "status": item_status,
                            "content": [{"type": "output_text", "text": text, "annotations": []}]})
-        out_tokens = sum(len(_pieces(i)) for i in output)
+        if fault == "plain-reasoning" and request.get("store") is False:
+            output.insert(0, {"type": "reasoning", "id": f"rs_{n}", "summary": [], "status": "completed"})
+        out_tokens = sum(len(_pieces(i)) for i in output if i["type"] != "reasoning")
         in_tokens = max(1, len(user.split()))
         response = {
             "id": f"resp_{n}", "object": "response", "created_at": CREATED, "model": model,
@@ -174,13 +237,19 @@ class BrokenServer:
             "instructions": request.get("instructions"), "max_output_tokens": limit,
             "parallel_tool_calls": request.get("parallel_tool_calls", True), "tools": tools,
             "tool_choice": request.get("tool_choice", "auto"), "text": request.get("text") or {"format": {"type": "text"}},
-            "store": request.get("store") is True, "previous_response_id": request.get("previous_response_id"),
-            "usage": None,
+            "store": request.get("store") is not False, "previous_response_id": request.get("previous_response_id"),
+            "usage": None, "completed_at": None, "truncation": "disabled", "top_p": 1.0, "temperature": 1.0,
+            "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_logprobs": 0, "reasoning": None, "user": None,
+            "max_tool_calls": None, "background": False, "service_tier": "default", "metadata": {},
+            "safety_identifier": None, "prompt_cache_key": None,
         }
-        final = {**response, "status": status, "incomplete_details": incomplete, "output": output, "usage": {
-            "input_tokens": in_tokens, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": in_tokens + out_tokens}}
+        if fault == "missing-key":
+            for key in OPENRESPONSES_ONLY:
+                del response[key]
+        final = {**response, "status": status, "incomplete_details": incomplete, "output": output,
+                 "usage": _usage(in_tokens, out_tokens)}
+        if "completed_at" in final:
+            final["completed_at"] = CREATED + 1
         events = [{"type": "response.created", "response": response}, {"type": "response.in_progress", "response": response}]
         for oi, item in enumerate(output):
             events += _item_events(oi, item)
@@ -192,6 +261,11 @@ class BrokenServer:
 
 def _item_events(oi: int, item: dict[str, Any]) -> list[dict[str, Any]]:
     at = {"output_index": oi, "item_id": item["id"]}
+    if item["type"] == "reasoning":
+        return [
+            {"type": "response.output_item.added", "output_index": oi, "item": {**item, "status": "in_progress"}},
+            {"type": "response.output_item.done", "output_index": oi, "item": item},
+        ]
     if item["type"] == "function_call":
         added = {**item, "arguments": "", "status": "in_progress"}
         deltas = [{"type": "response.function_call_arguments.delta", **at, "delta": p} for p in _pieces(item)]
@@ -234,6 +308,35 @@ def _inject(fault: str, events: list[dict[str, Any]]) -> None:
         for event in events:
             if event["type"] == "response.output_text.delta":
                 event["item_id"] = "msg_wrong"
+    elif fault == "bad-delta-type":
+        for event in events:
+            if event["type"] == "response.output_text.delta":
+                event["delta"] = 7
+                break
+    elif fault == "no-argument-events":
+        events[:] = [e for e in events if not e["type"].startswith("response.function_call_arguments.")]
+        for seq, event in enumerate(events):
+            event["sequence_number"] = seq
+
+
+def _refused(fault: str, items: Any) -> str | None:
+    """What a ``reject-*`` fault refuses in ``input``, if the request has it."""
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if fault == "reject-phase" and "phase" in item:
+            return "phase"
+        content = item.get("content")
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if (fault, kind) in (("reject-image", "input_image"), ("reject-file", "input_file")):
+                return str(kind)
+    return None
+
+
+def _usage(inp: int, out: int) -> dict[str, Any]:
+    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens": out,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": inp + out}
 
 
 def _user_text(items: Any) -> str:

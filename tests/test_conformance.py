@@ -63,7 +63,7 @@ def assert_fails(report: Report, scenario: str, rule: str, modes: tuple[str, ...
 
 
 def test_middleware_over_demo_passes_both_apis(middleware_url: str) -> None:
-    report = run_conformance(middleware_url, model="demo", api="both", timeout=20)
+    report = run_conformance(middleware_url, model="demo", api="both", timeout=20, suite="ours")
     assert_passes(report)
     assert report.ok and report.apis == ("responses", "chat")
     # The middleware has no response store yet: skipped, not failed.
@@ -91,7 +91,7 @@ def test_demo_chat_server_passes_chat_api(demo_url: str) -> None:
 
 def test_broken_server_without_a_fault_passes(broken_url: str) -> None:
     # The control for the tests below: each failure there is the injected fault alone.
-    report = run_conformance(broken_url, model="broken-none", api="both", timeout=20)
+    report = run_conformance(broken_url, model="broken-none", api="both", timeout=20, clients=("codex",))
     assert_passes(report)
     # This one stores, so the stored-response scenarios ran (and passed).
     assert report.stores is True
@@ -113,7 +113,7 @@ def test_sdk_check_is_skipped_without_openai(demo_url: str, monkeypatch: pytest.
 
 
 def run_broken(url: str, fault: str, api: str = "responses") -> Report:
-    return run_conformance(url, model=f"broken-{fault}", api=api, timeout=20)
+    return run_conformance(url, model=f"broken-{fault}", api=api, timeout=20, suite="ours")
 
 
 def test_detects_missing_sequence_number(broken_url: str) -> None:
@@ -184,7 +184,8 @@ def test_cli_end_to_end_writes_json(
     middleware_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "results.json"
-    code = main(["conformance", "--base-url", middleware_url, "--model", "demo", "--json", str(out), "--timeout", "20"])
+    code = main(["conformance", "--base-url", middleware_url, "--model", "demo", "--json", str(out), "--timeout", "20",
+                 "--suite", "ours"])
     captured = capsys.readouterr()
     assert code == 0, captured.out
     data = json.loads(out.read_text())
@@ -195,11 +196,12 @@ def test_cli_end_to_end_writes_json(
     assert first["ttft_ms"] > 0 and first["events"] > 0 and first["sdk_check"] == "pass"
     assert "FIRST VIOLATION" in captured.out and "34 passed, 0 failed, 5 skipped" in captured.out
     progress = [line for line in captured.err.splitlines() if line.startswith("[")]
-    assert len(progress) == len(data["results"]) and progress[-1].startswith("[39/39] chat invalid_request")
+    assert len(progress) == len(data["results"]) and progress[-1].startswith("[39/39] ours chat invalid_request")
 
 
 def test_cli_exits_1_and_quotes_the_rule_on_failure(broken_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["conformance", "--base-url", broken_url, "--model", "broken-dropped-call", "--api", "responses"])
+    code = main(["conformance", "--base-url", broken_url, "--model", "broken-dropped-call", "--api", "responses",
+                 "--suite", "ours"])
     captured = capsys.readouterr()
     assert code == 1
     assert "FAIL" in captured.out and "[parallel-calls]: expected calls to ['get_weather', 'get_time']" in captured.out

@@ -31,6 +31,17 @@ class Result:
     total: float | None = None
     events: int | None = None
     sdk_check: SdkCheck = "n/a"
+    #: "ours", "openresponses" (the public suite's cases) or a client profile ("codex").
+    suite: str = "ours"
+    #: Per schema profile: "pass", "fail" or "skipped"; None when no object was checked.
+    schema: dict[str, str] | None = None
+    #: What was sent and what answered, kept for the HTML report's failure details.
+    request: Any = None
+    evidence: Any = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.suite, self.api, self.scenario, self.mode)
 
     @property
     def first(self) -> Violation | None:
@@ -63,6 +74,10 @@ class Result:
             "events": self.events,
             "events_per_second": None if eps is None else round(eps, 1),
             "sdk_check": self.sdk_check,
+            "suite": self.suite,
+            "schema": self.schema,
+            "request": self.request if self.status == "fail" else None,
+            "evidence": _trim(self.evidence) if self.status == "fail" else None,
         }
 
 
@@ -77,16 +92,30 @@ class Report:
     #: Whether the server kept a ``store: true`` response; None if never probed.
     stores: bool | None
 
+    #: Version/date notes shown beside the server's name (e.g. from its /models or a --label).
+    label: str | None = None
+
     @property
     def ok(self) -> bool:
         return not any(r.status == "fail" for r in self.results)
 
+    @property
+    def name(self) -> str:
+        return self.label or self.base_url
+
+    @property
+    def profile(self) -> str:
+        """Which schema profile the server's answers follow (see :func:`schema.profile_of`)."""
+        from compat_asgi.conformance.schema import profile_of
+
+        return profile_of([r.schema for r in self.results if r.schema])
+
     def count(self, status: Status) -> int:
         return sum(1 for r in self.results if r.status == status)
 
-    def find(self, api: str, scenario: str, mode: str) -> Result:
+    def find(self, api: str, scenario: str, mode: str, suite: str | None = None) -> Result:
         for result in self.results:
-            if (result.api, result.scenario, result.mode) == (api, scenario, mode):
+            if (result.api, result.scenario, result.mode) == (api, scenario, mode) and suite in (None, result.suite):
                 return result
         raise KeyError((api, scenario, mode))
 
@@ -94,7 +123,7 @@ class Report:
         sdk = "ran" if self.sdk_available else "skipped (openai package not installed)"
         return (
             f"{self.count('pass')} passed, {self.count('fail')} failed, {self.count('skip')} skipped"
-            f" -- OpenAI SDK accumulator check: {sdk}"
+            f" -- OpenAI SDK accumulator check: {sdk} -- schema profile followed: {self.profile}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -105,12 +134,14 @@ class Report:
             "ok": self.ok,
             "sdk_available": self.sdk_available,
             "stores": self.stores,
+            "label": self.label,
+            "profile": self.profile,
             "summary": {"passed": self.count("pass"), "failed": self.count("fail"), "skipped": self.count("skip")},
             "results": [r.to_json() for r in self.results],
         }
 
     def table(self) -> str:
-        header = ("API", "SCENARIO", "MODE", "RESULT", "TTFT", "TOTAL", "EV/S", "FIRST VIOLATION")
+        header = ("SUITE", "API", "SCENARIO", "MODE", "RESULT", "TTFT", "TOTAL", "EV/S", "FIRST VIOLATION")
         rows = [header] + [_row(r) for r in self.results]
         # The last column is free text: never pad it, so long quotes don't widen every row.
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
@@ -122,7 +153,7 @@ class Report:
         return "\n".join(lines)
 
 
-def _row(result: Result) -> tuple[str, str, str, str, str, str, str, str]:
+def _row(result: Result) -> tuple[str, str, str, str, str, str, str, str, str]:
     eps = result.events_per_second
     if result.status == "skip":
         note = result.skip_reason or ""
@@ -131,6 +162,7 @@ def _row(result: Result) -> tuple[str, str, str, str, str, str, str, str]:
     else:
         note = ""
     return (
+        result.suite,
         result.api,
         result.scenario,
         result.mode,
@@ -150,7 +182,7 @@ def progress_line(result: Result, done: int, total: int) -> str:
         tail = f" ({result.skip_reason})"
     elif result.first is not None:
         tail += f" [{result.first.rule}]"
-    return f"[{done:>{width}}/{total}] {result.api} {result.scenario} {result.mode}: {result.status.upper()}{tail}"
+    return f"[{done:>{width}}/{total}] {result.suite} {result.api} {result.scenario} {result.mode}: {result.status.upper()}{tail}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -169,3 +201,13 @@ def _clip(text: str, limit: int = _MESSAGE_WIDTH) -> str:
     text = " ".join(text.split())  # a quoted body may hold newlines; one row per result
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
+
+
+#: Evidence kept per failed case in JSON/HTML: enough to see the fault, bounded.
+MAX_EVIDENCE_ITEMS = 200
+
+
+def _trim(evidence: Any) -> Any:
+    if isinstance(evidence, list) and len(evidence) > MAX_EVIDENCE_ITEMS:
+        return [*evidence[:MAX_EVIDENCE_ITEMS], f"... {len(evidence) - MAX_EVIDENCE_ITEMS} more"]
+    return evidence

@@ -8,16 +8,31 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from compat_asgi.conformance import sdk
-from compat_asgi.conformance.checks import chat_token, check_chat, check_error, check_responses, responses_token
+from compat_asgi.conformance.suite import SUITE, Context, SuiteCase
+from compat_asgi.conformance import schema
+from compat_asgi.conformance.checks import (
+    _events,
+    chat_token,
+    check_chat,
+    check_error,
+    check_responses,
+    responses_token,
+    snippet,
+)
 from compat_asgi.conformance.report import Report, Result
 from compat_asgi.conformance.scenarios import MODES, SCENARIOS, Api, Mode, Scenario
 from compat_asgi.conformance.stored import STORED, Outcome, StoredScenario, probe
 from compat_asgi.conformance.transport import RequestFailed, ServerUnreachable, Transport
 from compat_asgi.validate import Violation
 
-__all__ = ["API_CHOICES", "DEFAULT_TIMEOUT", "Progress", "check_arguments", "run_conformance"]
+__all__ = [
+    "API_CHOICES", "CLIENT_CHOICES", "DEFAULT_TIMEOUT", "SUITE_CHOICES", "Progress", "check_arguments",
+    "list_cases", "run_conformance",
+]
 
 API_CHOICES: Final = ("responses", "chat", "both")
+SUITE_CHOICES: Final = ("openresponses", "ours", "all")
+CLIENT_CHOICES: Final = ("codex",)
 #: Per request, whole body included: generous for a real model's short answers.
 DEFAULT_TIMEOUT: Final = 60.0
 #: Used when no model is given and GET /models names none.
@@ -36,9 +51,13 @@ class _Case:
     mode: Mode
     scenario: Scenario | None = None
     stored: StoredScenario | None = None
+    public: SuiteCase | None = None
+    suite: str = "ours"
 
     @property
     def name(self) -> str:
+        if self.public is not None:
+            return self.public.id
         named = self.scenario or self.stored
         assert named is not None
         return named.name
@@ -52,15 +71,18 @@ def run_conformance(
     api_key: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Progress | None = None,
+    suite: str = "all",
+    clients: tuple[str, ...] = (),
+    label: str | None = None,
 ) -> Report:
     """Score the server at ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``).
 
     Raises ``ValueError`` for bad arguments and :class:`ServerUnreachable`
     when not one connection can be made; everything else is a result.
     """
-    check_arguments(base_url, api=api, timeout=timeout)
+    check_arguments(base_url, api=api, timeout=timeout, suite=suite, clients=clients)
     apis: tuple[Api, ...] = ("responses", "chat") if api == "both" else ("responses",) if api == "responses" else ("chat",)
-    plan = _plan(apis)
+    plan = _plan(apis, suite, clients)
     transport = Transport(base_url, api_key=api_key, timeout=timeout)
     try:
         used = model or _discover_model(transport)
@@ -70,18 +92,20 @@ def run_conformance(
             if case.stored is not None and stores is None:
                 stores = probe(transport, used)
             if case.stored is not None and not stores:
-                result = Result(case.api, case.name, case.mode, "skip", skip_reason=SKIP_NOT_STORED)
+                result = Result(case.api, case.name, case.mode, "skip", skip_reason=SKIP_NOT_STORED, suite=case.suite)
             else:
-                result = _run_case(transport, used, case)
+                result = _run_case(transport, used, case, api_key=api_key, timeout=timeout)
             results.append(result)
             if progress is not None:
                 progress(result, len(results), len(plan))
     finally:
         transport.close()
-    return Report(transport.base_url, used, apis, tuple(results), sdk.available(), stores)
+    return Report(transport.base_url, used, apis, tuple(results), sdk.available(), stores, label)
 
 
-def check_arguments(base_url: str, *, api: str, timeout: float) -> None:
+def check_arguments(
+    base_url: str, *, api: str, timeout: float, suite: str = "all", clients: tuple[str, ...] = ()
+) -> None:
     """Raise ``ValueError`` for arguments no run could use."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -90,10 +114,23 @@ def check_arguments(base_url: str, *, api: str, timeout: float) -> None:
         raise ValueError(f"api must be one of {', '.join(API_CHOICES)}, got {api!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
+    if suite not in SUITE_CHOICES:
+        raise ValueError(f"suite must be one of {', '.join(SUITE_CHOICES)}, got {suite!r}")
+    for client in clients:
+        if client not in CLIENT_CHOICES:
+            raise ValueError(f"client must be one of {', '.join(CLIENT_CHOICES)}, got {client!r}")
 
 
-def _plan(apis: tuple[Api, ...]) -> list[_Case]:
+def _plan(apis: tuple[Api, ...], suite: str = "all", clients: tuple[str, ...] = ()) -> list[_Case]:
     plan: list[_Case] = []
+    if suite in ("openresponses", "all") and "responses" in apis:
+        plan += [_Case("responses", case.mode, public=case, suite="openresponses") for case in SUITE]  # type: ignore[arg-type]
+    if "codex" in clients and "responses" in apis:
+        from compat_asgi.conformance.clients import CODEX
+
+        plan += [_Case("responses", case.mode, public=case, suite="codex") for case in CODEX]  # type: ignore[arg-type]
+    if suite == "openresponses":
+        return plan
     for api in apis:
         plan += [_Case(api, mode, scenario=s) for s in SCENARIOS[api] for mode in MODES]
         if api == "responses":
@@ -114,10 +151,29 @@ def _discover_model(transport: Transport) -> str:
     return model_id if isinstance(model_id, str) and model_id else FALLBACK_MODEL
 
 
-def _run_case(transport: Transport, model: str, case: _Case) -> Result:
+def list_cases(suite: str = "all", clients: tuple[str, ...] = ()) -> list[tuple[str, str, str, str, str]]:
+    """(suite, case, mode, what it asserts, where ours is stricter and why) for ``--list``."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for case in _plan(("responses", "chat"), suite, clients):
+        if case.public is not None:
+            stricter = case.public.stricter
+            if not case.public.verified:
+                stricter += " (id named from the spec feature: the suite's source for it was not readable)"
+            rows.append((case.suite, case.name, case.mode, case.public.about, stricter))
+        else:
+            about = (case.scenario or case.stored).about  # type: ignore[union-attr]
+            rows.append((case.suite, f"{case.api}:{case.name}", case.mode, about,
+                         "ours only: the public suite has no such case"))
+    return rows
+
+
+def _run_case(transport: Transport, model: str, case: _Case, *, api_key: str | None = None,
+              timeout: float = DEFAULT_TIMEOUT) -> Result:
     stream = case.mode == "stream"
     try:
-        if case.stored is not None:
+        if case.public is not None:
+            outcome = case.public.run(Context(transport, model, api_key, timeout))
+        elif case.stored is not None:
             outcome = case.stored.run(transport, model, stream)
         else:
             assert case.scenario is not None
@@ -129,6 +185,8 @@ def _run_case(transport: Transport, model: str, case: _Case) -> Result:
     except Exception as exc:  # a bug here must cost one row, not the whole run
         outcome = Outcome([Violation("internal", f"conformance runner error: {type(exc).__name__}: {exc}")])
     ex = outcome.timed
+    if outcome.skip_reason is not None and not outcome.violations:
+        return Result(case.api, case.name, case.mode, "skip", skip_reason=outcome.skip_reason, suite=case.suite)
     return Result(
         case.api,
         case.name,
@@ -139,6 +197,10 @@ def _run_case(transport: Transport, model: str, case: _Case) -> Result:
         total=None if ex is None else ex.total,
         events=ex.events if ex is not None and stream and ex.is_event_stream else None,
         sdk_check=outcome.sdk,
+        suite=case.suite,
+        schema=outcome.schema,
+        request=outcome.request,
+        evidence=outcome.evidence,
     )
 
 
@@ -147,10 +209,15 @@ def _run_scenario(transport: Transport, model: str, scenario: Scenario, stream: 
     body = scenario.body(model, stream)
     ex = transport.request("POST", _PATHS[scenario.api], body, stream=stream, is_token=is_token)
     if scenario.error_param is not None:
-        return Outcome(check_error(ex, param=scenario.error_param), ex)
+        return Outcome(check_error(ex, param=scenario.error_param), ex, request=body, evidence=snippet(ex.body, 2000))
     check = check_responses if scenario.api == "responses" else check_chat
     checked = check(ex, stream=stream)
     violations = checked.violations
     if checked.final is not None and scenario.expect is not None:
         violations += scenario.expect(checked.final)
-    return Outcome(violations, ex, checked.sdk)
+    verdicts = None
+    if scenario.api == "responses" and ex.status == 200:
+        # Recorded, not enforced, in our cases: the profile a server follows is a finding, not a fault.
+        verdicts = (schema.event_verdicts(_events(ex.body)) if stream else schema.response_verdicts(checked.final))[0]
+    evidence = _events(ex.body) if stream and ex.is_event_stream else ex.json() if ex.json() is not None else snippet(ex.body, 2000)
+    return Outcome(violations, ex, checked.sdk, request=body, evidence=evidence, schema=verdicts)

@@ -30,6 +30,13 @@ class Outcome:
     #: The exchange whose timings the report shows.
     timed: Exchange | None = None
     sdk: SdkCheck = "n/a"
+    #: For the report: the request that was sent and the events/object that answered.
+    request: Any = None
+    evidence: Any = None
+    #: Schema verdicts per profile (see :mod:`compat_asgi.conformance.schema`).
+    schema: dict[str, str] | None = None
+    #: Set when the case could not run here (a missing optional package).
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
