@@ -47,6 +47,8 @@ FAULTS = (
     "compact-no-item",  # /responses/compact answers without a compaction item
     "ws-no-terminal",  # the WebSocket closes after the deltas, before response.completed
     "plain-reasoning",  # store: false reasoning item without encrypted_content (Codex needs it)
+    "no-chain-echo",  # follows previous_response_id but answers previous_response_id: null
+    "empty-output",  # a completed response with no output items
 )
 #: Keys OpenResponses requires on every Response and the OpenAI SDK leaves optional.
 OPENRESPONSES_ONLY = ("completed_at", "top_logprobs", "safety_identifier", "prompt_cache_key", "background")
@@ -227,6 +229,8 @@ class BrokenServer:
                     status, incomplete, item_status = "incomplete", {"reason": "max_output_tokens"}, "incomplete"
             output.append({"type": "message", "id": f"msg_{n}", "role": "assistant", "status": item_status,
                            "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        if fault == "empty-output":
+            output.clear()
         if fault == "plain-reasoning" and request.get("store") is False:
             output.insert(0, {"type": "reasoning", "id": f"rs_{n}", "summary": [], "status": "completed"})
         out_tokens = sum(len(_pieces(i)) for i in output if i["type"] != "reasoning")
@@ -243,6 +247,8 @@ class BrokenServer:
             "max_tool_calls": None, "background": False, "service_tier": "default", "metadata": {},
             "safety_identifier": None, "prompt_cache_key": None,
         }
+        if fault == "no-chain-echo":
+            response["previous_response_id"] = None
         if fault == "missing-key":
             for key in OPENRESPONSES_ONLY:
                 del response[key]

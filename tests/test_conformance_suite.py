@@ -81,6 +81,7 @@ def test_good_fake_server_passes_the_public_suite_and_the_codex_profile(broken_u
         ("ignore-chain", "previous-response-id", "previous-response"),
         ("compact-no-item", "compaction", "compaction"),
         ("ws-no-terminal", "websocket-response", "websocket"),
+        ("no-chain-echo", "previous-response-id", "echo"),
     ],
 )
 def test_each_public_case_catches_its_fault(broken_url: str, fault: str, case: str, rule: str) -> None:
@@ -94,6 +95,13 @@ def test_tool_calling_streaming_also_states_the_suites_own_finding(broken_url: s
     messages = [str(v) for v in result.violations]
     assert "[openresponses]: no response.function_call_arguments.delta event" in messages
     assert "[openresponses]: no response.function_call_arguments.done event" in messages
+
+
+def test_empty_output_fails_the_suites_own_check(broken_url: str) -> None:
+    report = public(broken_url, "broken-empty-output")
+    basic = report.find("responses", "basic-response", "non-stream")
+    assert "[openresponses]: response has no output items" in [str(v) for v in basic.violations]
+    assert {"basic-response", "system-prompt", "multi-turn", "image-input"} <= failures(report).keys()
 
 
 def test_codex_profile_needs_encrypted_reasoning_with_store_false(broken_url: str) -> None:
@@ -266,3 +274,14 @@ def test_websocket_cases_skip_without_the_websockets_package(
         monkeypatch.setitem(sys.modules, name, None)
     result = public(broken_url, "broken-none").find("responses", "websocket-response", "stream")
     assert result.status == "skip" and "compat-asgi[conformance]" in (result.skip_reason or "")
+
+
+def test_reasoning_event_names_are_judged_by_both_profiles(middleware_url: str) -> None:
+    # The demo streams reasoning_content for a model named *reasoning*: the middleware emits
+    # response.reasoning_text.* events, which both the SDK union and the OpenResponses list know.
+    result = public(middleware_url, "demo-reasoning").find("responses", "streaming-response", "stream")
+    kinds = {e["type"] for e in result.evidence if "reasoning" in e["type"]}
+    assert kinds == {"response.reasoning_text.delta", "response.reasoning_text.done"}
+    assert result.schema is not None and result.schema["openai"] == "pass"
+    # TIGHTEN AFTER MERGE (codex branch: every Response key): openresponses "pass" too.
+    assert not [v for v in result.violations if ".type:" in v.message]

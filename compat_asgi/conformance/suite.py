@@ -31,9 +31,9 @@ __all__ = ["Context", "SUITE", "SuiteCase"]
 
 SUITE_RULE = "openresponses"
 _COMMON_STRICTER = (
-    "also runs the event-order validator (sequence_number, output_index, item ids, terminal event), "
-    "both schema profiles with exact paths, and the OpenAI SDK accumulator on streams: "
-    "the public suite only parses the final object"
+    "also runs our protocol validator (streams: sequence_number, event order, output_index, item ids, one "
+    "terminal event; objects: ids, statuses, usage), both schema profiles with exact paths, and on streams "
+    "the OpenAI SDK accumulator: the public suite only parses the final object"
 )
 #: A 1x1 PNG, so the image case needs no network.
 _PNG = (
