@@ -261,6 +261,7 @@ def test_comparison_of_three_servers_as_table_json_and_html(
     # A failure expands to its violations, the request and the answer.
     assert "<summary>FAIL [previous-response]</summary>" in shown
     assert "resp_conformance_does_not_exist" in shown
+    assert "Measured 20" in shown and "by compat-asgi" in shown and broken_url in shown
     assert shown.count("<details>") == sum(1 for c in data["cases"] for r in c["results"] if r["status"] == "fail")
 
 

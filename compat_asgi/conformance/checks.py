@@ -25,7 +25,10 @@ from compat_asgi.validate import (
     validate_responses_sse,
 )
 
-__all__ = ["Checked", "chat_token", "check_chat", "check_error", "check_responses", "responses_token", "snippet"]
+__all__ = [
+    "Checked", "chat_token", "check_chat", "check_error", "check_responses", "decode_events", "responses_token",
+    "snippet",
+]
 
 _TOKEN_EVENTS = frozenset(
     {
@@ -88,7 +91,7 @@ def _broken(ex: Exchange) -> list[Violation]:
     return [] if ex.broken is None else [Violation(*ex.broken)]
 
 
-def _events(body: bytes) -> list[dict[str, Any]]:
+def decode_events(body: bytes) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for _, data in parse_sse(body):
         try:
@@ -112,7 +115,7 @@ def check_responses(ex: Exchange, *, stream: bool) -> Checked:
         obj = ex.json()
         return Checked(_broken(ex) + validate_response_object(obj), obj if isinstance(obj, dict) else None)
     violations = _broken(ex) + validate_responses_sse(ex.body)
-    events = _events(ex.body)
+    events = decode_events(ex.body)
     final: dict[str, Any] | None = None
     for event in events:
         response = event.get("response")
@@ -130,7 +133,7 @@ def check_chat(ex: Exchange, *, stream: bool) -> Checked:
         obj = ex.json()
         return Checked(_broken(ex) + validate_chat_completion(obj), obj if isinstance(obj, dict) else None)
     violations = _broken(ex) + validate_chat_sse(ex.body)
-    chunks = _events(ex.body)
+    chunks = decode_events(ex.body)
     final = assemble_chat(chunks)
     found = sdk.chat_stream(chunks, final)
     return Checked(violations + (found or []), final, _sdk_status(found))

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from compat_asgi.conformance.stored import Outcome
-from compat_asgi.conformance.suite import Context, SuiteCase, _create, _v
+from compat_asgi.conformance.suite import Context, SuiteCase, create_and_check, violation
 from compat_asgi.validate import Violation
 
 __all__ = ["CODEX", "codex_fixtures"]
@@ -52,20 +52,20 @@ def codex_fixtures() -> tuple[tuple[str, str, dict[str, Any]], ...]:
 def _encrypted_reasoning(final: Mapping[str, Any]) -> list[Violation]:
     for k, item in enumerate(final.get("output") or ()):
         if isinstance(item, Mapping) and item.get("type") == "reasoning" and not item.get("encrypted_content"):
-            return [_v(f"output[{k}] is a reasoning item without encrypted_content, which store: false with "
+            return [violation(f"output[{k}] is a reasoning item without encrypted_content, which store: false with "
                        "include reasoning.encrypted_content asks for", "codex")]
     return []
 
 
 def _terminal(final: Mapping[str, Any]) -> list[Violation]:
     status = final.get("status")
-    return [] if status in ("completed", "incomplete") else [_v(f"status {status!r} for a Codex request", "codex")]
+    return [] if status in ("completed", "incomplete") else [violation(f"status {status!r} for a Codex request", "codex")]
 
 
 def _replay(body: dict[str, Any]) -> Any:
     def run(ctx: Context) -> Outcome:
         sent = {k: v for k, v in body.items() if k not in ("model", "stream")}
-        return _create(ctx, sent, stream=True, checks=(_terminal, _encrypted_reasoning))
+        return create_and_check(ctx, sent, stream=True, checks=(_terminal, _encrypted_reasoning))
 
     return run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,5 +131,16 @@ def matrix_html(reports: Sequence[Report], *, title: str = "compat-asgi conforma
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<table><thead><tr><th>suite</th><th>case</th><th>mode</th>{head}</tr>"
         f"<tr><th colspan=\"3\">score</th>{scores}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"<p><small>Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by {html.escape(_tool())}; "
+        f"servers: {', '.join(html.escape(r.base_url) for r in reports)}</small></p>"
         "</body></html>\n"
     )
+
+
+def _tool() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"compat-asgi {version('compat-asgi')}"
+    except PackageNotFoundError:
+        return "compat-asgi"

@@ -7,21 +7,20 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from compat_asgi.conformance import sdk
-from compat_asgi.conformance.suite import SUITE, Context, SuiteCase
-from compat_asgi.conformance import schema
+from compat_asgi.conformance import schema, sdk
 from compat_asgi.conformance.checks import (
-    _events,
     chat_token,
     check_chat,
     check_error,
     check_responses,
+    decode_events,
     responses_token,
     snippet,
 )
 from compat_asgi.conformance.report import Report, Result
 from compat_asgi.conformance.scenarios import MODES, SCENARIOS, Api, Mode, Scenario
 from compat_asgi.conformance.stored import STORED, Outcome, StoredScenario, probe
+from compat_asgi.conformance.suite import SUITE, Context, SuiteCase
 from compat_asgi.conformance.transport import RequestFailed, ServerUnreachable, Transport
 from compat_asgi.validate import Violation
 
@@ -218,6 +217,6 @@ def _run_scenario(transport: Transport, model: str, scenario: Scenario, stream: 
     verdicts = None
     if scenario.api == "responses" and ex.status == 200:
         # Recorded, not enforced, in our cases: the profile a server follows is a finding, not a fault.
-        verdicts = (schema.event_verdicts(_events(ex.body)) if stream else schema.response_verdicts(checked.final))[0]
-    evidence = _events(ex.body) if stream and ex.is_event_stream else ex.json() if ex.json() is not None else snippet(ex.body, 2000)
+        verdicts = (schema.event_verdicts(decode_events(ex.body)) if stream else schema.response_verdicts(checked.final))[0]
+    evidence = decode_events(ex.body) if stream and ex.is_event_stream else ex.json() if ex.json() is not None else snippet(ex.body, 2000)
     return Outcome(violations, ex, checked.sdk, request=body, evidence=evidence, schema=verdicts)

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from compat_asgi.conformance import schema, websocket
-from compat_asgi.conformance.checks import _events, check_responses, responses_token, snippet
+from compat_asgi.conformance.checks import check_responses, decode_events, responses_token, snippet
 from compat_asgi.conformance.stored import Outcome
 from compat_asgi.conformance.transport import Transport
 from compat_asgi.validate import Violation, validate_responses_events
 
-__all__ = ["Context", "SUITE", "SuiteCase"]
+__all__ = ["Context", "SUITE", "SuiteCase", "create_and_check", "violation"]
 
 SUITE_RULE = "openresponses"
 _COMMON_STRICTER = (
@@ -73,7 +73,7 @@ class SuiteCase:
     mode: str = "non-stream"
 
 
-def _v(message: str, rule: str = SUITE_RULE) -> Violation:
+def violation(message: str, rule: str = SUITE_RULE) -> Violation:
     return Violation(rule, message)
 
 
@@ -86,19 +86,19 @@ def _msg(role: str, content: Any, **extra: Any) -> dict[str, Any]:
 
 def _has_output(final: Mapping[str, Any]) -> list[Violation]:
     output = final.get("output")
-    return [] if isinstance(output, list) and output else [_v("response has no output items")]
+    return [] if isinstance(output, list) and output else [violation("response has no output items")]
 
 
 def _completed(final: Mapping[str, Any]) -> list[Violation]:
     status = final.get("status")
-    return [] if status == "completed" else [_v(f"expected status 'completed', got {status!r}")]
+    return [] if status == "completed" else [violation(f"expected status 'completed', got {status!r}")]
 
 
 def _has_type(kind: str) -> Callable[[Mapping[str, Any]], list[Violation]]:
     def check(final: Mapping[str, Any]) -> list[Violation]:
         output = final.get("output")
         found = any(isinstance(i, Mapping) and i.get("type") == kind for i in output or ())
-        return [] if found else [_v(f"expected an output item of type {kind!r}, found none")]
+        return [] if found else [violation(f"expected an output item of type {kind!r}, found none")]
 
     return check
 
@@ -106,7 +106,7 @@ def _has_type(kind: str) -> Callable[[Mapping[str, Any]], list[Violation]]:
 Check = Callable[[Mapping[str, Any]], list[Violation]]
 
 
-def _create(ctx: Context, body: dict[str, Any], *, stream: bool, checks: tuple[Check, ...]) -> Outcome:
+def create_and_check(ctx: Context, body: dict[str, Any], *, stream: bool, checks: tuple[Check, ...]) -> Outcome:
     """POST /responses, then our checks, both schemas, and the suite's own checks."""
     sent = {**body, "model": ctx.model, "stream": stream}
     ex = ctx.transport.request("POST", "/responses", sent, stream=stream, is_token=responses_token)
@@ -114,11 +114,11 @@ def _create(ctx: Context, body: dict[str, Any], *, stream: bool, checks: tuple[C
     violations = list(checked.violations)
     evidence: Any
     if stream:
-        events = _events(ex.body) if ex.status == 200 else []
+        events = decode_events(ex.body) if ex.status == 200 else []
         verdicts, found = schema.event_verdicts(events) if events else ({}, [])
         evidence = events
         if ex.status == 200 and not events:
-            violations.append(_v("no streaming events received"))
+            violations.append(violation("no streaming events received"))
     else:
         verdicts, found = schema.response_verdicts(checked.final) if checked.final is not None else ({}, [])
         evidence = ex.json() if ex.status != 200 else checked.final
@@ -129,19 +129,19 @@ def _create(ctx: Context, body: dict[str, Any], *, stream: bool, checks: tuple[C
         for check in checks:
             violations += check(checked.final)
     elif not violations:
-        violations.append(_v("no final response object"))
+        violations.append(violation("no final response object"))
     return Outcome(violations, ex, checked.sdk, request=sent, evidence=evidence, schema=verdicts or None)
 
 
 def _simple(body: dict[str, Any], *checks: Check, stream: bool = False) -> Callable[[Context], Outcome]:
-    return lambda ctx: _create(ctx, body, stream=stream, checks=checks)
+    return lambda ctx: create_and_check(ctx, body, stream=stream, checks=checks)
 
 
 # --- cases beyond one create ------------------------------------------------------------
 
 
 def _tool_calling_streaming(ctx: Context) -> Outcome:
-    outcome = _create(ctx, _TOOL_BODY, stream=True, checks=(_has_type("function_call"),))
+    outcome = create_and_check(ctx, _TOOL_BODY, stream=True, checks=(_has_type("function_call"),))
     events = outcome.evidence if isinstance(outcome.evidence, list) else []
     types = [e.get("type") for e in events]
 
@@ -153,35 +153,35 @@ def _tool_calling_streaming(ctx: Context) -> Outcome:
 
     if events:
         if not item_event("response.output_item.added"):
-            outcome.violations.append(_v("no response.output_item.added with a function_call item"))
+            outcome.violations.append(violation("no response.output_item.added with a function_call item"))
         for kind in ("response.function_call_arguments.delta", "response.function_call_arguments.done"):
             if kind not in types:
-                outcome.violations.append(_v(f"no {kind} event"))
+                outcome.violations.append(violation(f"no {kind} event"))
         if not item_event("response.output_item.done"):
-            outcome.violations.append(_v("no response.output_item.done with a function_call item"))
+            outcome.violations.append(violation("no response.output_item.done with a function_call item"))
     return outcome
 
 
 def _previous_response_id(ctx: Context) -> Outcome:
     first_body = {"input": [_msg("user", "My name is Alice. Remember it.")], "store": True}
-    first = _create(ctx, first_body, stream=False, checks=(_completed,))
+    first = create_and_check(ctx, first_body, stream=False, checks=(_completed,))
     if first.violations:
         return first
     assert isinstance(first.evidence, Mapping)
     rid = first.evidence.get("id")
     follow = {"input": [_msg("user", "What is my name?")], "previous_response_id": rid, "store": True}
-    second = _create(ctx, follow, stream=False, checks=(_has_output, _completed))
+    second = create_and_check(ctx, follow, stream=False, checks=(_has_output, _completed))
     final = second.evidence if isinstance(second.evidence, Mapping) else {}
     if not second.violations and final.get("previous_response_id") != rid:
         second.violations.append(
-            _v(f"previous_response_id is {final.get('previous_response_id')!r}, the request chained {rid!r}", "echo")
+            violation(f"previous_response_id is {final.get('previous_response_id')!r}, the request chained {rid!r}", "echo")
         )
     # A server that ignores the chain accepts any id; one that follows it must refuse an unknown one.
     bogus = {"model": ctx.model, "input": "Hello.", "previous_response_id": "resp_conformance_does_not_exist"}
     ex = ctx.transport.request("POST", "/responses", bogus)
     if ex.status not in (400, 404):
         second.violations.append(
-            _v(f"an unknown previous_response_id got HTTP {ex.status}, expected 400/404: the chain is not followed",
+            violation(f"an unknown previous_response_id got HTTP {ex.status}, expected 400/404: the chain is not followed",
                "previous-response")
         )
     second.request = {"first": first_body, "follow_up": follow, "unknown_id": bogus}
@@ -202,30 +202,30 @@ def _compaction(ctx: Context) -> Outcome:
     obj = ex.json()
     out.evidence = obj if ex.status == 200 else {"status": ex.status, "body": snippet(ex.body, 2000)}
     if ex.status != 200:
-        out.violations.append(_v(f"POST /responses/compact: HTTP {ex.status}: {snippet(ex.body)}", "compaction"))
+        out.violations.append(violation(f"POST /responses/compact: HTTP {ex.status}: {snippet(ex.body)}", "compaction"))
         return out
     if not isinstance(obj, Mapping):
-        out.violations.append(_v("the compaction answer is not a JSON object", "compaction"))
+        out.violations.append(violation("the compaction answer is not a JSON object", "compaction"))
         return out
     if obj.get("object") != "response.compaction":
-        out.violations.append(_v(f"object is {obj.get('object')!r}, expected 'response.compaction'", "compaction"))
+        out.violations.append(violation(f"object is {obj.get('object')!r}, expected 'response.compaction'", "compaction"))
     for key, kind in (("id", str), ("created_at", int), ("output", list)):
         if not isinstance(obj.get(key), kind) or isinstance(obj.get(key), bool):
-            out.violations.append(_v(f"{key}: expected {kind.__name__}, got {obj.get(key)!r}", "compaction"))
+            out.violations.append(violation(f"{key}: expected {kind.__name__}, got {obj.get(key)!r}", "compaction"))
     listed = obj.get("output")
     output: list[Any] = listed if isinstance(listed, list) else []
     compacted = [i for i in output if isinstance(i, Mapping) and i.get("type") == "compaction"]
     if not compacted:
-        out.violations.append(_v("output holds no item of type 'compaction'", "compaction"))
+        out.violations.append(violation("output holds no item of type 'compaction'", "compaction"))
     for k, item in enumerate(compacted):
         if not isinstance(item.get("encrypted_content"), str) or not item["encrypted_content"]:
-            out.violations.append(_v(f"compaction item {k} has no encrypted_content", "compaction"))
+            out.violations.append(violation(f"compaction item {k} has no encrypted_content", "compaction"))
     sdk_found = schema.openai_compacted(obj)
     out.violations += [Violation(schema.OPENAI_RULE, m) for m in sdk_found or ()]
     if not out.violations:
         # The compacted window must be usable as the next request's input.
         again = {"model": ctx.model, "input": [*output, _msg("user", "What is my name?")], "store": False}
-        follow = _create(ctx, again, stream=False, checks=(_completed,))
+        follow = create_and_check(ctx, again, stream=False, checks=(_completed,))
         out.violations += follow.violations
         out.schema = schema.merge(follow.schema or {}, {"openai": "skipped" if sdk_found is None else "pass"})
         out.request = {"compact": body, "follow_up": again}
@@ -251,7 +251,7 @@ def _websocket(ctx: Context) -> Outcome:
     out.schema = verdicts
     final = events[-1].get("response") if events else None
     if not isinstance(final, Mapping):
-        out.violations.append(_v("no final response object on the WebSocket", "websocket"))
+        out.violations.append(violation("no final response object on the WebSocket", "websocket"))
     else:
         out.violations += _has_output(final) + _completed(final)
     return out
@@ -273,7 +273,7 @@ def _phase_values(final: Mapping[str, Any]) -> list[Violation]:
     for k, item in enumerate(final.get("output") or ()):
         phase = item.get("phase") if isinstance(item, Mapping) and item.get("type") == "message" else None
         if phase is not None and phase not in ("commentary", "final_answer"):
-            return [_v(f"output[{k}].phase is {phase!r}, expected 'commentary', 'final_answer' or absent")]
+            return [violation(f"output[{k}].phase is {phase!r}, expected 'commentary', 'final_answer' or absent")]
     return []
 
 
