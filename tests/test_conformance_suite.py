@@ -163,24 +163,16 @@ def test_event_names_outside_a_profile_are_reported_per_profile() -> None:
 
 # --- compat-asgi serve on main: only what it supports, the rest named ---------------------
 
-#: Cases main cannot pass yet, and the rule they fail; TIGHTEN AFTER MERGE of the surface
-#: branch (POST /responses/compact and WebSocket mode): then every case must pass.
-AFTER_MERGE = {
-    "compaction": "compaction",
-    "websocket-response": "websocket",
-}
-
-
-def test_middleware_over_demo_on_the_public_suite_and_codex(middleware_url: str) -> None:
+def test_middleware_over_demo_passes_the_public_suite_and_codex(middleware_url: str) -> None:
+    # What `compat-asgi serve --store memory` runs: every public case (WebSocket mode and
+    # compaction included), every captured Codex request, both schema profiles everywhere.
     report = public(middleware_url, "demo", clients=("codex",))
-    assert {r.scenario: r.rule for r in report.results if r.status == "fail"} == AFTER_MERGE
-    assert report.count("skip") == 0
+    assert failures(report) == {} and report.count("skip") == 0 and report.ok
+    assert {r.scenario for r in report.results} >= PUBLIC_IDS | {"websocket-response", "compaction"}
     for result in report.results:
-        if result.scenario not in AFTER_MERGE:
-            # Every Response key of both schemas, in every event and object.
-            assert result.schema == {"openai": "pass", "openresponses": "pass"}, result
+        assert result.schema == {"openai": "pass", "openresponses": "pass"}, result
     assert report.profile == "both"
-    assert len([r for r in report.results if r.suite == "codex" and r.status == "pass"]) == 6
+    assert len([r for r in report.results if r.suite == "codex"]) == 6
 
 
 # --- command line: --list, comparison, JSON, HTML in Chromium ------------------------------
