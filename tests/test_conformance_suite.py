@@ -274,3 +274,12 @@ def test_reasoning_event_names_are_judged_by_both_profiles(middleware_url: str) 
     assert kinds == {"response.reasoning_text.delta", "response.reasoning_text.done"}
     assert result.schema == {"openai": "pass", "openresponses": "pass"}
     assert result.status == "pass", result.first
+
+
+def test_packaged_codex_bodies_are_the_captured_ones() -> None:
+    # The CLI ships its own copy (package data); it must not drift from the captures the Codex tests use.
+    captured = Path(__file__).parent / "fixtures" / "codex"
+    names = sorted(p.name for p in captured.glob("*.codex-*.json"))
+    assert [f"{case}.codex-{version}.json" for case, version, _ in codex_fixtures()] == names
+    for (_, _, body), name in zip(codex_fixtures(), names):
+        assert body == json.loads((captured / name).read_text())
