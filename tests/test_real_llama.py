@@ -212,6 +212,19 @@ def test_reasoning_becomes_a_reasoning_item(qwen3: Backend) -> None:
     assert "".join(e["delta"] for e in events if e["type"] == "response.reasoning_text.delta") == THOUGHT + "\n"
 
 
+def test_qwen3_template_tool_calls_and_round_trip(qwen3: Backend) -> None:
+    # The Qwen3 template's own tool-call rendering and llama.cpp's parser for it.
+    first = qwen3.both(input="What time is it?", tools=[TIME_TOOL], tool_choice="required")
+    assert calls(first) == [("get_time", TIME_ARGS)]
+    call = first["output"][0]
+    second = qwen3.both(input=[
+        {"role": "user", "content": "What time is it?"},
+        {"type": "function_call", "call_id": call["call_id"], "name": "get_time", "arguments": call["arguments"]},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "12:00"},
+    ], tools=[TIME_TOOL], store=False)
+    assert second["output"][-1]["content"][0]["text"] == ANSWER_AFTER_TOOL
+
+
 def test_reasoning_cut_by_max_output_tokens_is_incomplete(qwen3: Backend) -> None:
     response = qwen3.both(input="Say hello.", max_output_tokens=2)
     assert response["status"] == "incomplete"
