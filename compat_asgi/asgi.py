@@ -70,6 +70,9 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _KEEP_ERROR_HEADERS = frozenset({b"retry-after", b"x-request-id"})
+# Backend error types OpenAI names differently; clients (Codex, the SDKs) key on
+# OpenAI's. llama.cpp: a prompt longer than the context is its own error type.
+_BACKEND_ERRORS = {"exceed_context_size_error": ("invalid_request_error", "context_length_exceeded", "input")}
 
 
 class ClientGone(Exception):
@@ -252,6 +255,10 @@ async def raise_for_status(upstream: UpstreamResponse) -> None:
         kind = error.get("type") if isinstance(error.get("type"), str) else None
         param = error.get("param") if isinstance(error.get("param"), str) else None
         code = str(error["code"]) if error.get("code") is not None else None
+        if code == str(status):
+            code = None  # llama.cpp repeats the HTTP status as the code: no information
+        if kind in _BACKEND_ERRORS:
+            kind, code, param = _BACKEND_ERRORS[kind]
     elif isinstance(error, str):
         message = error
     elif isinstance(payload, dict) and isinstance(payload.get("detail"), str):

@@ -134,6 +134,23 @@ def test_non_json_success_body_is_502() -> None:
     assert result.status == 502 and result.json()["error"]["code"] == "upstream_protocol_error"
 
 
+@respx.mock
+@pytest.mark.parametrize("stream", [False, True])
+def test_llama_cpp_context_overflow_becomes_openais_context_length_exceeded(stream: bool) -> None:
+    # llama-server's body for a prompt longer than its context (its own error
+    # type, the HTTP status repeated as the code); clients look for OpenAI's code.
+    body = {"error": {"code": 400, "message": "request (1500 tokens) exceeds the available context size (1024 tokens)",
+                      "type": "exceed_context_size_error", "n_prompt_tokens": 1500, "n_ctx": 1024}}
+    respx.post("http://127.0.0.1:4/v1/chat/completions").mock(return_value=httpx.Response(400, json=body))
+    result = asyncio.run(call(CompatMiddleware(upstream="http://127.0.0.1:4/v1"), "POST", "/v1/responses",
+                              {"model": "m", "input": "x", "stream": stream}))
+    assert result.status == 400
+    assert result.json()["error"] == {
+        "message": body["error"]["message"], "type": "invalid_request_error",
+        "param": "input", "code": "context_length_exceeded",
+    }
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -754,7 +754,11 @@ def _chat_tool_choice(
         type_error("tool_choice", "a string or an object", choice)
     kind = type_of(choice, "tool_choice")
     if kind in ("function", "custom"):
-        return {"type": "function", "function": {"name": _offered(choice, "tool_choice", tools)}}, tools
+        # "required" over that one tool means the same as naming it, and every chat
+        # backend honours the string: llama.cpp reads only a string tool_choice and
+        # silently falls back to "auto" for the object form.
+        name = _offered(choice, "tool_choice", tools)
+        return "required", {name: tools[name]}
     if kind == "allowed_tools":
         mode = opt_enum(choice, "mode", "tool_choice.mode", ("auto", "required")) or "auto"
         listed = choice.get("tools")

@@ -237,7 +237,12 @@ def chat_completion_to_response(
         raise UpstreamProtocolError("upstream chat completion choice has no message")
     finish_reason = choice.get("finish_reason")
     status, incomplete = finish_status(finish_reason if isinstance(finish_reason, str) else None)
-    item_status = "incomplete" if incomplete else "completed"
+    # Item by item the same statuses as the streamed translator: an item another
+    # item followed was finished; only what was still open when the upstream
+    # stopped (the tool calls, else the message, else the reasoning) was cut.
+    cut = "incomplete" if incomplete else "completed"
+    tool_calls = message.get("tool_calls")
+    tool_calls = tool_calls if isinstance(tool_calls, list) else []
 
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -246,18 +251,18 @@ def chat_completion_to_response(
     if options.think_tags and isinstance(content, str):
         thought, content = split_think(content)
         reasoning = "\n".join(filter(None, [reasoning, thought]))
-    if reasoning:
-        output.append(reasoning_output(ids("rs"), reasoning, options))
     parts: list[dict[str, Any]] = []
     if isinstance(content, str) and content:
         parts.append(output_text_part(content))
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         parts.append(refusal_part(refusal))
+    if reasoning:
+        last = not parts and not tool_calls
+        output.append(reasoning_output(ids("rs"), reasoning, options, cut if last else "completed"))
     if parts:
-        output.append(message_item(ids("msg"), parts, item_status))
-    tool_calls = message.get("tool_calls")
-    for call in tool_calls if isinstance(tool_calls, list) else ():
+        output.append(message_item(ids("msg"), parts, "completed" if tool_calls else cut))
+    for call in tool_calls:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             raise UpstreamProtocolError("upstream tool call has no function")
@@ -269,13 +274,11 @@ def chat_completion_to_response(
         if chat_name in options.custom_tools:
             output.append(
                 custom_tool_call_item(
-                    ids("ctc"), call_id, name, custom_tool_input(arguments), "completed", namespace
+                    ids("ctc"), call_id, name, custom_tool_input(arguments), cut, namespace
                 )
             )
         else:
-            output.append(
-                function_call_item(ids("fc"), call_id, name, arguments, "completed", namespace)
-            )
+            output.append(function_call_item(ids("fc"), call_id, name, arguments, cut, namespace))
 
     finish_response(response, status, incomplete, clock() if clock is not None else None)
     response["output"] = output

@@ -534,8 +534,13 @@ CHAT_WEATHER = {
         ({"tools": [WEATHER], "tool_choice": "auto"}, {"tools": [CHAT_WEATHER], "tool_choice": "auto"}),
         ({"tools": [WEATHER], "tool_choice": "none"}, {"tools": [CHAT_WEATHER], "tool_choice": "none"}),
         (
-            {"tools": [WEATHER], "tool_choice": {"type": "function", "name": "get_weather"}},
-            {"tools": [CHAT_WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+            # A named tool becomes "required" over that tool alone: llama.cpp reads only a
+            # string tool_choice and falls back to "auto" for the object form.
+            {
+                "tools": [{"type": "function", "name": "ping"}, WEATHER],
+                "tool_choice": {"type": "function", "name": "get_weather"},
+            },
+            {"tools": [CHAT_WEATHER], "tool_choice": "required"},
         ),
         (
             {"text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}}}},
@@ -983,7 +988,9 @@ def test_custom_tool_becomes_a_one_string_function_and_its_calls_round_trip() ->
 
 def test_named_custom_tool_choice_and_allowed_tools_subset() -> None:
     named = responses_to_chat(body(tools=[PATCH, WEATHER], tool_choice={"type": "custom", "name": "apply_patch"}))
-    assert named.chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    assert named.chat["tool_choice"] == "required"
+    assert [t["function"]["name"] for t in named.chat["tools"]] == ["apply_patch"]
+    assert named.echo["tool_choice"] == {"type": "custom", "name": "apply_patch"}
     allowed = responses_to_chat(body(
         tools=[PATCH, WEATHER],
         tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": WEATHER["name"]}]},
