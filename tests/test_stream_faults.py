@@ -8,8 +8,8 @@ middleware runs over a respx-mocked HTTP upstream whose body is an async
 stream of exactly those reads; the client is our own receive/send, so every
 body message is seen as it is sent. Every stream must pass
 :mod:`compat_asgi.validate` (which requires a failure to close what is open)
-and its failed response must hold all the text and arguments of the chunks
-before the fault.
+and its failed response must hold all the text of the chunks before the
+fault, and none of the tool calls (never complete, so never announced).
 
 The reverse direction (a chat client over a Responses upstream) gets the same
 treatment: every chunk before the fault, then the error object, no ``[DONE]``.
@@ -92,15 +92,16 @@ class Reads(httpx.AsyncByteStream):
 class Expected:
     reasoning: str
     text: str
-    calls: dict[str, str]  # call_id -> arguments so far
     deltas: int  # delta events the good chunks produce
+    open: bool  # an item was still open at the fault
 
 
 def expected(good: int) -> Expected:
+    """What the client must get of ``GOOD[:good]``: all the text, and none of
+    the calls (no finish came, so none was complete and none was announced)."""
     reasoning = text = ""
-    calls: dict[int, list[str]] = {}
-    names: dict[int, str] = {}
     deltas = 0
+    calls = False
     for raw in GOOD[:good]:
         delta = orjson.loads(raw[6:])["choices"][0]["delta"]
         for field in ("reasoning_content", "content"):
@@ -110,13 +111,9 @@ def expected(good: int) -> Expected:
                 text += piece
             else:
                 reasoning += piece
-        for call_delta in delta.get("tool_calls") or ():
-            index = call_delta["index"]
-            if call_delta.get("id"):
-                names[index] = call_delta["id"]
-            calls.setdefault(index, []).append(call_delta["function"]["arguments"])
-            deltas += 1
-    return Expected(reasoning, text, {names[i]: "".join(args) for i, args in calls.items()}, deltas)
+        calls = calls or bool(delta.get("tool_calls"))
+    # A call starting closes the message; the calls themselves are never shown.
+    return Expected(reasoning, text, deltas, bool(deltas) and not calls)
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -187,11 +184,13 @@ def test_a_fault_anywhere_in_a_batch_keeps_everything_before_it(kind: str, good:
         by_type.setdefault(item["type"], []).append(item)
     reasoning = "".join(p["text"] for item in by_type.get("reasoning", ()) for p in item["content"])
     text = "".join(p["text"] for item in by_type.get("message", ()) for p in item["content"])
-    calls = {item["call_id"]: item["arguments"] for item in by_type.get("function_call", ())}
-    assert (reasoning, text, calls) == (want.reasoning, want.text, want.calls)
+    assert (reasoning, text) == (want.reasoning, want.text)
+    # No call was complete: none was announced, so a client ran none of them.
+    assert "function_call" not in by_type
+    assert not [e for e in events if e["type"].startswith("response.function_call")]
     # Items the fault cut short say so; the fault closed every one of them.
     open_at_fault = [item for item in failed["output"] if item["status"] == "incomplete"]
-    assert bool(open_at_fault) == bool(want.deltas)
+    assert bool(open_at_fault) == want.open
 
 
 # -- the reverse direction: a chat client over a Responses upstream ----------------

@@ -11,11 +11,18 @@ Events are never lost to a fault: each one goes to an outbox the moment its
 produced before the fault in that outbox. :meth:`ChatToResponses.fail`
 returns them first, then closes every open part and item (status
 ``incomplete``, the text so far) and ends with ``error`` + ``response.failed``.
+
+Tool calls are the exception to "never buffers": a call is announced whole,
+once it is known complete (at the choice's ``finish_reason``, or at the end of
+a stream that never sent one). Clients execute every call an
+``output_item.done`` hands them, whatever its status, and retry a failed
+turn: a call closed by a fault would run half-made, and run again on each
+retry. A call still open at a fault was never shown, so it is not in
+``response.failed``'s output.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,107 +159,16 @@ class _TextItem:
 
 
 class _Call:
-    """One function or custom tool call, keyed by the chat ``index`` it streams under."""
+    """One function or custom tool call, buffered under the chat ``index`` it
+    streams under until it is known complete."""
 
-    __slots__ = (
-        "id", "index", "call_id", "name", "namespace", "chunks", "upstream_id", "custom", "input"
-    )
+    __slots__ = ("slot", "upstream_id", "name", "chunks")
 
-    def __init__(self, call_id: str | None) -> None:
-        self.id = ""  # assigned with its prefix when announced
-        self.index = -1  # output_index, assigned when announced
+    def __init__(self, slot: int, call_id: str | None) -> None:
+        self.slot = slot  # the chat index: calls are announced in this order
         self.upstream_id = call_id
-        self.call_id = call_id or ""
-        self.name = ""  # the chat function's name until announced, then the tool's
-        self.namespace: str | None = None
+        self.name = ""  # the chat function's name: the first non-empty one sent
         self.chunks: list[str] = _Deltas()
-        self.custom = False
-        self.input: _InputDecoder | None = None
-
-    def build(self, status: str) -> dict[str, Any]:
-        arguments = "".join(self.chunks)
-        if self.custom:
-            tool_input = custom_tool_input(arguments)
-            return custom_tool_call_item(
-                self.id, self.call_id, self.name, tool_input, status, self.namespace
-            )
-        return function_call_item(self.id, self.call_id, self.name, arguments, status, self.namespace)
-
-
-class _InputDecoder:
-    """Streams the ``input`` string of ``{"input": "..."}`` as its JSON text arrives,
-    so a custom tool's input is forwarded while the backend is still writing it.
-
-    Falls back to nothing (the whole input is then sent at the end) when the
-    arguments do not have that shape.
-    """
-
-    __slots__ = ("_buf", "_state", "sent")
-
-    _PREFIX = re.compile(r'\s*\{\s*"input"\s*:\s*"')
-
-    def __init__(self) -> None:
-        self._buf = ""
-        self._state = "prefix"  # prefix -> string -> done | raw
-        self.sent = ""
-
-    def feed(self, text: str) -> str:
-        if self._state in ("done", "raw"):
-            return ""
-        self._buf += text
-        if self._state == "prefix":
-            match = self._PREFIX.match(self._buf)
-            if match is None:
-                if len(self._buf) > 64 or not _could_start(self._buf):
-                    self._state = "raw"
-                return ""
-            self._state = "string"
-            self._buf = self._buf[match.end() :]
-        cut, closed = _decodable(self._buf)
-        try:
-            piece: str = orjson.loads(('"' + self._buf[:cut] + '"').encode())
-        except orjson.JSONDecodeError:
-            self._state = "raw"
-            return ""
-        self._buf = self._buf[cut:]
-        if closed:
-            self._state = "done"
-        self.sent += piece
-        return piece
-
-
-def _could_start(text: str) -> bool:
-    """Whether ``text`` may still grow into ``{"input": "``."""
-    squeezed = "".join(text.split())
-    return '{"input":"'.startswith(squeezed)
-
-
-def _decodable(text: str) -> tuple[int, bool]:
-    """(length of the longest prefix of a JSON string body that decodes on its
-    own, whether the closing quote follows it): never cuts an escape or a
-    surrogate pair in half."""
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char == '"':
-            return i, True
-        if char != "\\":
-            i += 1
-            continue
-        if i + 1 >= n:
-            return i, False
-        if text[i + 1] != "u":
-            i += 2
-            continue
-        if i + 6 > n:
-            return i, False
-        if text[i + 2 : i + 4].lower() in ("d8", "d9", "da", "db"):  # high surrogate
-            if i + 12 > n:
-                return i, False
-            i += 12
-        else:
-            i += 6
-    return n, False
 
 
 class ChatToResponses:
@@ -285,7 +201,8 @@ class ChatToResponses:
         self._out: list[Event] = []  # produced, not yet returned to the caller
         self._output: list[dict[str, Any] | None] = []  # final items by output_index
         self._text: _TextItem | None = None
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, _Call] = {}  # the call each chat index routes to now
+        self._pending_calls: list[_Call] = []  # every call not yet announced, in arrival order
         self._finish_reason: str | None = None
         self._usage: Any = None
 
@@ -396,9 +313,10 @@ class ChatToResponses:
 
         Returns the events produced before the fault that were not yet
         returned, then ``.done`` events for every open part and item (status
-        ``incomplete``, the text and arguments so far), then ``error`` and
-        ``response.failed``, whose output is exactly the items those
-        ``.done`` events carried.
+        ``incomplete``, the text so far), then ``error`` and
+        ``response.failed``, whose output is exactly the items the client
+        was shown. Tool calls not yet complete were never announced: they
+        are left out, not closed.
         """
         if self.done:
             return self._take()
@@ -471,19 +389,16 @@ class ChatToResponses:
         return out
 
     def _close_open(self) -> None:
-        """Close every part and item the client was shown, as ``incomplete``, in
-        output_index order. A call whose name never arrived was never shown
-        (and has no name to show), so it is left out."""
+        """Close every part and item the client was shown, as ``incomplete``.
+        Tool calls not yet announced were never shown and may be half-made:
+        they are dropped, not closed (a client would run them)."""
         if self._think is not None:
             thought, answer = self._think.close()
             if thought:
                 self._text_delta("reasoning", self._reasoning_kind, thought)
             if answer:
                 self._text_delta("message", _OUTPUT_TEXT, answer)
-        # Opening a call closes the text item, so an open text item comes after every open call.
-        for call in sorted(self._calls.values(), key=lambda c: c.index):
-            if call.index >= 0:
-                self._close_call(call, "incomplete", lenient=True)
+        self._pending_calls.clear()
         self._calls.clear()
         self._close_text("incomplete")
 
@@ -606,101 +521,49 @@ class ChatToResponses:
         if call is not None and call_id and call.upstream_id and call_id != call.upstream_id:
             # A new id under a used index: a backend that numbers every call 0.
             # Keep both calls rather than merging their arguments.
-            self._close_call(call, "completed")
             call = None
         if call is None:
+            # The model moved on from its text: that item is finished.
             self._close_text("completed")
-            call = self._calls[index] = _Call(call_id)
+            call = self._calls[index] = _Call(index, call_id)
+            self._pending_calls.append(call)
         elif call_id and not call.upstream_id:
             call.upstream_id = call_id
-            if call.index < 0:
-                call.call_id = call_id
         name = function.get("name")
-        if call.index < 0 and isinstance(name, str):
-            call.name += name
+        if not call.name and isinstance(name, str):
+            call.name = name
         arguments = function.get("arguments")
-        piece = arguments_text(arguments) if arguments else ""
-        if call.index < 0:
+        if arguments:
+            piece = arguments_text(arguments)
             if piece:
                 call.chunks.append(piece)
-            if call.name:
-                self._open_call(call)
-        elif piece:
-            call.chunks.append(piece)
-            self._emit_arguments(call, piece)
 
-    def _open_call(self, call: _Call) -> None:
-        if not call.call_id:
-            call.call_id = self._ids("call")
-        call.custom = call.name in self._options.custom_tools
-        call.name, call.namespace = tool_name(call.name, self._options)
-        if call.custom:
-            call.id = self._ids("ctc")
-            call.input = _InputDecoder()
-            item = custom_tool_call_item(
-                call.id, call.call_id, call.name, "", "in_progress", call.namespace
-            )
+    def _announce_call(self, call: _Call, status: str) -> None:
+        """Send one complete call: ``output_item.added``, its whole arguments
+        (or input) as one delta, ``.done`` and ``output_item.done``."""
+        arguments = "".join(call.chunks)
+        call_id = call.upstream_id or self._ids("call")
+        name, namespace = tool_name(call.name, self._options)
+        if call.name in self._options.custom_tools:
+            item_id = self._ids("ctc")
+            text = custom_tool_input(arguments)
+            item = custom_tool_call_item(item_id, call_id, name, "", "in_progress", namespace)
+            final = custom_tool_call_item(item_id, call_id, name, text, status, namespace)
+            delta, done = "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done"
+            field = "input"
         else:
-            call.id = self._ids("fc")
-            item = function_call_item(
-                call.id, call.call_id, call.name, "", "in_progress", call.namespace
-            )
-        call.index = self._announce(item)
-        if call.chunks:
-            self._emit_arguments(call, "".join(call.chunks))
-
-    def _emit_arguments(self, call: _Call, piece: str) -> None:
-        if call.input is not None:
-            piece = call.input.feed(piece)
-            if not piece:
-                return
-            kind = "response.custom_tool_call_input.delta"
-        else:
-            kind = "response.function_call_arguments.delta"
-        self._emit({"type": kind, "item_id": call.id, "output_index": call.index, "delta": piece})
-
-    def _close_call(self, call: _Call, status: str, *, lenient: bool = False) -> None:
-        """Finish a call's item. ``lenient``: closing after a fault, which must
-        not raise, so input that did not decode consistently ends as what was sent."""
-        if call.index < 0:
-            self._open_call(call)
-        elif self._output[call.index] is not None:
-            return
-        item = call.build(status)
-        if call.input is not None:
-            # Whatever the incremental decoder could not stream goes out now.
-            full: str = item["input"]
-            sent = call.input.sent
-            if not full.startswith(sent):
-                if not lenient:
-                    raise UpstreamProtocolError("upstream custom tool input did not decode consistently")
-                full = item["input"] = sent
-            rest = full[len(sent) :]
-            if rest:
-                self._emit(
-                    {
-                        "type": "response.custom_tool_call_input.delta",
-                        "item_id": call.id,
-                        "output_index": call.index,
-                        "delta": rest,
-                    }
-                )
-            done: Event = {
-                "type": "response.custom_tool_call_input.done",
-                "item_id": call.id,
-                "output_index": call.index,
-                "input": full,
-            }
-        else:
-            done = {
-                "type": "response.function_call_arguments.done",
-                "item_id": call.id,
-                "output_index": call.index,
-                "arguments": item["arguments"],
-            }
-        self._output[call.index] = item
-        self._emit(done)
-        self._emit({"type": "response.output_item.done", "output_index": call.index, "item": item})
+            item_id = self._ids("fc")
+            text = arguments
+            item = function_call_item(item_id, call_id, name, "", "in_progress", namespace)
+            final = function_call_item(item_id, call_id, name, text, status, namespace)
+            delta, done = "response.function_call_arguments.delta", "response.function_call_arguments.done"
+            field = "arguments"
+        index = self._announce(item)
+        if text:
+            self._emit({"type": delta, "item_id": item_id, "output_index": index, "delta": text})
+        self._emit({"type": done, "item_id": item_id, "output_index": index, field: text})
+        self._output[index] = final
+        self._emit({"type": "response.output_item.done", "output_index": index, "item": final})
 
     def _close_all(self, truncated: bool) -> None:
         status = "incomplete" if truncated else "completed"
@@ -711,10 +574,28 @@ class ChatToResponses:
             if answer:
                 self._text_delta("message", _OUTPUT_TEXT, answer)
         self._close_text(status)
-        calls = sorted(self._calls.values(), key=lambda c: c.index if c.index >= 0 else 1 << 62)
-        for call in calls:
-            self._close_call(call, status)
+        # Stable sort: calls that shared a chat index keep their arrival order.
+        for call in sorted(self._pending_calls, key=_slot):
+            if not call.name or truncated and not _whole_json(call.chunks):
+                # A call whose name never came cannot be routed by any client;
+                # one cut mid-arguments by the token limit or a filter would
+                # be run half-made: neither is announced.
+                continue
+            self._announce_call(call, status)
+        self._pending_calls.clear()
         self._calls.clear()
+
+
+def _slot(call: _Call) -> int:
+    return call.slot
+
+
+def _whole_json(chunks: list[str]) -> bool:
+    try:
+        orjson.loads("".join(chunks))
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _parse_chunk(data: bytes) -> Any:

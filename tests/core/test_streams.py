@@ -212,7 +212,8 @@ def test_calls_are_routed_by_index_not_arrival_order() -> None:
     )
     assert_valid(validate_responses_sse(encoded(events)))
     output = events[-1]["response"]["output"]
-    assert [(c["call_id"], c["arguments"]) for c in output] == [("call_b", "{}"), ("call_a", "[]")]
+    # Announced at the finish, in chat index order (the order of message.tool_calls).
+    assert [(c["call_id"], c["arguments"]) for c in output] == [("call_a", "[]"), ("call_b", "{}")]
 
 
 def test_a_reused_index_with_a_new_id_is_a_new_call() -> None:
@@ -298,15 +299,20 @@ CUSTOM_STREAM = b"".join(
 )
 
 
-def test_custom_tool_calls_stream_their_decoded_input() -> None:
+def test_custom_tool_calls_are_announced_whole_with_their_decoded_input() -> None:
     options = OutputOptions(custom_tools=frozenset({"apply_patch"}))
     events = translate_with([CUSTOM_STREAM], options)
     assert_valid(validate_responses_sse(encoded(events)))
-    deltas = [e["delta"] for e in events if e["type"] == "response.custom_tool_call_input.delta"]
-    assert len(deltas) > 5  # streamed as it came, not in one piece at the end
-    assert "".join(deltas) == PATCH_INPUT
-    done = next(e for e in events if e["type"] == "response.custom_tool_call_input.done")
-    assert done["input"] == PATCH_INPUT
+    kinds = [e["type"] for e in events]
+    # Nothing of the call before the finish, then the whole call at once.
+    assert kinds[2:] == [
+        "response.output_item.added",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[3]["delta"] == events[4]["input"] == PATCH_INPUT
     (item,) = events[-1]["response"]["output"]
     assert item["type"] == "custom_tool_call" and item["id"].startswith("ctc_")
     assert (item["call_id"], item["name"], item["input"]) == ("call_p", "apply_patch", PATCH_INPUT)
@@ -393,18 +399,50 @@ def test_an_over_long_line_is_reported_with_the_read_that_carried_it() -> None:
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "kept"
 
 
-def test_a_fault_closes_open_calls_with_their_arguments_so_far_and_leaves_unnamed_ones_out() -> None:
-    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds())
-    events = translator.start()
-    events += translator.feed_bytes(
-        chunk(call_delta(0, id="call_a", name="get_weather", args='{"city":'))
-        + chunk(call_delta(1, id="call_b", args='{"tz"'))  # its name never arrives
+def test_calls_are_announced_whole_at_the_finish_and_never_on_a_fault() -> None:
+    """A client runs every call an output_item.done gives it: a call the
+    upstream was still writing when it failed must not reach the client."""
+    head = (
+        chunk({"content": "Let me look."})
+        + chunk(call_delta(0, id="call_a", name="exec_command", args='{"cmd":'))
+        + chunk(call_delta(1, id="call_b", name="get_time", args='{"tz":"UTC"}'))
+        + chunk(call_delta(0, args='"echo hi"}'))
     )
-    events += translator.fail(CompatError("upstream went away", code="upstream_error"))
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds())
+    events = translator.start() + translator.feed_bytes(head)
+    # The text item was closed when the calls began; nothing of the calls yet.
+    assert [e["type"] for e in events][-1] == "response.output_item.done"
+    assert not any(e["type"].startswith("response.function_call") or "item" in e and e["item"]["type"] == "function_call" for e in events)
+    failed = events + translator.fail(CompatError("upstream went away", code="upstream_error"))
+    assert_valid(validate_responses_sse(encoded(failed)))
+    assert [(i["type"], i["status"]) for i in failed[-1]["response"]["output"]] == [("message", "completed")]
+    assert not [e for e in failed if e["type"].startswith("response.function_call")]
+
+    finished = translate([head, chunk(finish="tool_calls")])
+    assert_valid(validate_responses_sse(encoded(finished)))
+    calls = [e for e in finished if e["type"].startswith("response.function_call_arguments.")]
+    assert [(e["type"].rsplit(".", 1)[1], e.get("delta") or e.get("arguments")) for e in calls] == [
+        ("delta", '{"cmd":"echo hi"}'), ("done", '{"cmd":"echo hi"}'), ("delta", '{"tz":"UTC"}'), ("done", '{"tz":"UTC"}'),
+    ]
+    output = finished[-1]["response"]["output"]
+    assert [(i["type"], i.get("call_id"), i["status"]) for i in output] == [
+        ("message", None, "completed"), ("function_call", "call_a", "completed"), ("function_call", "call_b", "completed"),
+    ]
+
+
+def test_a_call_cut_by_the_token_limit_is_announced_only_if_its_arguments_are_whole() -> None:
+    events = translate(
+        [
+            chunk(call_delta(0, id="call_a", name="get_time", args='{"tz":"UTC"}')),
+            chunk(call_delta(1, id="call_b", name="exec_command", args='{"cmd":"rm -rf bu')),
+            chunk(finish="length"),
+        ]
+    )
     assert_valid(validate_responses_sse(encoded(events)))
-    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
-    assert [(e["item_id"], e["arguments"]) for e in done] == [(events[2]["item"]["id"], '{"city":')]
-    assert [(i["call_id"], i["status"]) for i in events[-1]["response"]["output"]] == [("call_a", "incomplete")]
+    final = events[-1]["response"]
+    assert final["status"] == "incomplete" and final["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [(i["call_id"], i["status"]) for i in final["output"]] == [("call_a", "incomplete")]
+    assert b"rm -rf" not in encoded(events)
 
 
 def test_interrupt_keeps_what_was_produced_as_incomplete() -> None:
@@ -463,3 +501,64 @@ def test_a_fault_anywhere_closes_think_text_custom_and_function_calls(good: int,
     output = events[-1]["response"]["output"]
     texts = [p["text"] for item in output for p in item.get("content") or item.get("summary") or [] if "text" in p]
     assert "".join(texts) == sent.replace("<think>", "").replace("</think>", "")
+
+
+# -- calls are announced only when complete, whatever the chunks and the fault --
+
+call_piece = st.fixed_dictionaries(
+    {"index": st.integers(0, 2)},
+    optional={
+        "id": st.sampled_from(["call_x", "call_y", "call_z"]),
+        "name": st.sampled_from(["exec_command", "apply_patch", "get_time"]),
+        "args": st.sampled_from(['{"cmd":', '"echo hi"', "}", '{"input":"*** Be', "gin", '"}', ""]),
+    },
+)
+delta_chunk = st.one_of(
+    st.builds(lambda text: chunk({"content": text}), st.sampled_from(["Hi", " there", "<think>", "</think>"])),
+    st.builds(lambda text: chunk({"reasoning_content": text}), st.sampled_from(["Hm", "."])),
+    st.builds(lambda piece: chunk(call_delta(piece["index"], id=piece.get("id"), name=piece.get("name"), args=piece.get("args"))), call_piece),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(delta_chunk, max_size=8),
+    finish=st.sampled_from([None, "tool_calls", "stop", "length"]),
+    after=st.lists(delta_chunk, max_size=3),
+    fault=st.sampled_from(["bad-line", "raise", "error-chunk", "cut"]),
+    cuts=st.lists(st.integers(0, 4096), max_size=4),
+    think=st.booleans(),
+)
+def test_no_call_is_announced_before_its_finish_whatever_the_fault(
+    before: list[bytes], finish: str | None, after: list[bytes], fault: str, cuts: list[int], think: bool
+) -> None:
+    """Any mix of text, reasoning and tool call deltas (indices reused, names
+    and ids late or missing), a fault anywhere after them: no call item is
+    announced unless the finish came before the fault."""
+    options = OutputOptions(custom_tools=frozenset({"apply_patch"}), think_tags=think)
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 0), CountingIds(), options=options)
+    data = b"".join(before) + (chunk(finish=finish) if finish else b"") + b"".join(after)
+    data += {"bad-line": b"data: {oops\n\n", "error-chunk": b'data: {"error": {"message": "boom"}}\n\n',
+             "cut": b'data: {"choices": [{"ind', "raise": b""}[fault]
+    events = translator.start()
+    try:
+        for piece in split_at(data, cuts):
+            events += translator.feed_bytes(piece)
+        if fault == "raise":
+            raise CompatError("upstream went away", code="upstream_error")
+        events += translator.close()
+    except CompatError as exc:
+        events += translator.fail(exc)
+    assert_valid(validate_responses_sse(encoded(events)))
+    assert events[-1]["type"] == "response.failed"
+    call_types = ("function_call", "custom_tool_call")
+    announced = [e for e in events if e["type"].startswith("response.output_item.") and e["item"]["type"] in call_types]
+    if finish is None:
+        assert announced == []
+        assert not [i for i in events[-1]["response"]["output"] if i["type"] in call_types]
+    else:
+        # Every call event comes after the finish chunk's own events: each call is added and done together.
+        kinds = [e["type"] for e in announced]
+        assert kinds == ["response.output_item.added", "response.output_item.done"] * (len(kinds) // 2)
+        for done in announced[1::2]:
+            assert done["item"]["status"] == ("incomplete" if finish == "length" else "completed")
