@@ -160,13 +160,14 @@ class Exchange:
     body: bytes
     status: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes = b""
 
     def json(self) -> Any:
         return orjson.loads(self.body)
 
 
 class Recorder:
-    """Raw ASGI wrapper that keeps every request body and response head it
+    """Raw ASGI wrapper that keeps every request body and response it
     passes on: the server side of each Codex run, to assert on and to replay.
     Bodies are forwarded message by message, unchanged."""
 
@@ -204,6 +205,8 @@ class Recorder:
                 exchange.response_headers = {
                     k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", [])
                 }
+            elif message["type"] == "http.response.body":
+                exchange.response_body += message.get("body", b"")
             await send(message)
 
         await self.app(scope, recording_receive, recording_send)  # type: ignore[arg-type]

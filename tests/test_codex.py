@@ -335,3 +335,84 @@ def test_compat_asgi_serve_with_codex_logs_each_request(tmp_path: Path, codex: s
     ignored = line.split(" ignored=", 1)[1].split(" ", 1)[0].strip('"').split(",")
     assert "client_metadata" in ignored
 
+
+
+class CallThenCrash:
+    """A chat backend whose every answer is a complete ``exec_command`` call
+    appending to ``marker``; model ``crash`` then drops the connection before
+    its ``finish_reason``, any other model finishes the call and, once it got
+    the call's output, answers ``done``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+        self.requests: list[dict[str, Any]] = []
+
+    @staticmethod
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = orjson.loads(raw)
+        self.requests.append(request)
+        crash = request["model"] == "crash"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        if not crash and any(m["role"] == "tool" for m in request["messages"]):
+            answer = self.chunk({"role": "assistant", "content": "done"}, "stop") + b"data: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": answer})
+            return
+        arguments = orjson.dumps({"cmd": f"echo x >> {self.marker}"}).decode()
+        head = {"index": 0, "id": f"call_{len(self.requests)}", "type": "function", "function": {"name": "exec_command", "arguments": ""}}
+        body = self.chunk({"role": "assistant", "content": ""}) + self.chunk({"tool_calls": [head]})
+        for piece in (arguments[:9], arguments[9:]):  # the whole call, in two deltas
+            body += self.chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        if crash:
+            await asyncio.sleep(0.2)  # the call's bytes reach the middleware first
+            raise RuntimeError("backend crashed mid-answer")  # uvicorn drops the connection
+        end = self.chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+        await send({"type": "http.response.body", "body": end})
+
+
+def test_a_call_the_backend_crashed_after_is_never_run_across_codex_retries(tmp_path: Path, codex: str) -> None:
+    """Codex runs every call an output_item.done hands it, whatever its status,
+    and then retries a failed turn: a call the backend had fully written
+    before it crashed (no finish_reason) must not be shown, or it runs once
+    per attempt. The same call finished normally runs exactly once."""
+    marker = tmp_path / "marker"
+    backend = CallThenCrash(marker)
+    with serve(backend) as upstream:
+        recorder = Recorder(CompatMiddleware(upstream=upstream + "/v1", store="memory"))
+        with serve(recorder) as url:
+            ws = Workspace(tmp_path / "crash", url, model="crash")
+            config = ws.home / "config.toml"
+            config.write_text(config.read_text().replace("stream_max_retries = 0", "stream_max_retries = 2"))
+            crashed = ws.exec("append to the marker")
+            assert not marker.exists(), marker.read_text()
+            assert crashed.returncode != 0 and not crashed.items("command_execution")
+            assert any(e.get("type") == "turn.failed" for e in crashed.events), crashed.events
+            # Codex did retry: the first attempt and two more, each failed the same way.
+            assert len(backend.requests) == 3
+            reconnects = [e for e in crashed.events if e.get("type") == "error" and "Reconnecting" in e["message"]]
+            assert len(reconnects) == 2, crashed.events
+            for exchange in recorder.responses():
+                report = validate.validate_responses_sse(exchange.response_body)
+                validate.assert_valid(report)
+                events = [orjson.loads(data) for _, data in validate.parse_sse(exchange.response_body)]
+                assert events[-1]["type"] == "response.failed" and events[-1]["response"]["output"] == []
+                assert not [e for e in events if "item" in e or e["type"].startswith("response.function_call")]
+
+            finished = Workspace(tmp_path / "finish", url).exec("append to the marker")
+    finished.assert_ok()
+    [command] = finished.items("command_execution")
+    assert command["exit_code"] == 0 and str(marker) in command["command"]
+    assert marker.read_text() == "x\n"  # exactly once
+    assert finished.answer == "done"
