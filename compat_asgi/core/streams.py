@@ -203,6 +203,7 @@ class ChatToResponses:
         self._text: _TextItem | None = None
         self._calls: dict[int, _Call] = {}  # the call each chat index routes to now
         self._pending_calls: list[_Call] = []  # every call not yet announced, in arrival order
+        self._call_ids: set[str] = set()  # call_ids announced so far
         self._finish_reason: str | None = None
         self._usage: Any = None
 
@@ -542,7 +543,13 @@ class ChatToResponses:
         """Send one complete call: ``output_item.added``, its whole arguments
         (or input) as one delta, ``.done`` and ``output_item.done``."""
         arguments = "".join(call.chunks)
-        call_id = call.upstream_id or self._ids("call")
+        call_id = call.upstream_id
+        if not call_id or call_id in self._call_ids:
+            # A client pairs each output with its call by call_id: two calls
+            # under one id (a backend that repeats ids across indices) would
+            # get each other's output.
+            call_id = self._ids("call")
+        self._call_ids.add(call_id)
         name, namespace = tool_name(call.name, self._options)
         if call.name in self._options.custom_tools:
             item_id = self._ids("ctc")
