@@ -340,8 +340,10 @@ def test_compat_asgi_serve_with_codex_logs_each_request(tmp_path: Path, codex: s
 class CallThenCrash:
     """A chat backend whose every answer is a complete ``exec_command`` call
     appending to ``marker``; model ``crash`` then drops the connection before
-    its ``finish_reason``, any other model finishes the call and, once it got
-    the call's output, answers ``done``."""
+    its ``finish_reason``, model ``length`` ends with ``finish_reason:
+    "length"`` (its arguments cut mid-JSON when the prompt says ``cut``), any
+    other model finishes the call and, given the call's output, answers
+    ``done``."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -365,11 +367,13 @@ class CallThenCrash:
         self.requests.append(request)
         crash = request["model"] == "crash"
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-        if not crash and any(m["role"] == "tool" for m in request["messages"]):
+        if not crash and request["messages"][-1]["role"] == "tool":
             answer = self.chunk({"role": "assistant", "content": "done"}, "stop") + b"data: [DONE]\n\n"
             await send({"type": "http.response.body", "body": answer})
             return
         arguments = orjson.dumps({"cmd": f"echo x >> {self.marker}"}).decode()
+        if request["model"] == "length" and "cut" in orjson.dumps(request["messages"][-1]).decode():
+            arguments = arguments[:-2]
         head = {"index": 0, "id": f"call_{len(self.requests)}", "type": "function", "function": {"name": "exec_command", "arguments": ""}}
         body = self.chunk({"role": "assistant", "content": ""}) + self.chunk({"tool_calls": [head]})
         for piece in (arguments[:9], arguments[9:]):  # the whole call, in two deltas
@@ -378,7 +382,7 @@ class CallThenCrash:
         if crash:
             await asyncio.sleep(0.2)  # the call's bytes reach the middleware first
             raise RuntimeError("backend crashed mid-answer")  # uvicorn drops the connection
-        end = self.chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+        end = self.chunk({}, "length" if request["model"] == "length" else "tool_calls") + b"data: [DONE]\n\n"
         await send({"type": "http.response.body", "body": end})
 
 
@@ -416,3 +420,33 @@ def test_a_call_the_backend_crashed_after_is_never_run_across_codex_retries(tmp_
     assert command["exit_code"] == 0 and str(marker) in command["command"]
     assert marker.read_text() == "x\n"  # exactly once
     assert finished.answer == "done"
+
+
+def test_a_call_at_the_token_limit_runs_once_and_a_cut_one_is_never_shown(tmp_path: Path, codex: str) -> None:
+    """``finish_reason: "length"``: Codex runs the calls of an ``incomplete``
+    response too, then ends the turn without retrying. A call whose arguments
+    were whole runs once; one cut mid-arguments is not announced at all."""
+    marker = tmp_path / "marker"
+    backend = CallThenCrash(marker)
+    with serve(backend) as upstream:
+        recorder = Recorder(CompatMiddleware(upstream=upstream + "/v1", store="memory"))
+        with serve(recorder) as url:
+            ws = Workspace(tmp_path / "length", url, model="length")
+            config = ws.home / "config.toml"
+            config.write_text(config.read_text().replace("stream_max_retries = 0", "stream_max_retries = 2"))
+            whole = ws.exec("append to the marker")
+            cut = ws.exec("resume", "--last", "cut it short")
+    assert marker.read_text() == "x\n"  # the whole call, once; the cut one never
+    for run in (whole, cut):
+        assert run.returncode != 0
+        [failure] = [e for e in run.events if e.get("type") == "turn.failed"]
+        assert "max_output_tokens" in failure["error"]["message"]
+    assert len(whole.items("command_execution")) == 1 and not cut.items("command_execution")
+    assert len(backend.requests) == 2  # no retry of an incomplete response
+    first, second = (
+        [orjson.loads(data) for _, data in validate.parse_sse(x.response_body)] for x in recorder.responses()
+    )
+    for exchange in recorder.responses():
+        validate.assert_valid(validate.validate_responses_sse(exchange.response_body))
+    assert [(i["type"], i["status"]) for i in first[-1]["response"]["output"]] == [("function_call", "incomplete")]
+    assert second[-1]["type"] == "response.incomplete" and second[-1]["response"]["output"] == []
