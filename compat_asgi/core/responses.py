@@ -27,6 +27,7 @@ __all__ = [
     "summary_text_part",
     "custom_tool_call_item",
     "custom_tool_input",
+    "shown_call",
     "tool_name",
     "reasoning_output",
     "chat_completion_to_response",
@@ -205,6 +206,22 @@ def custom_tool_input(arguments: str) -> str:
     return tool_input if isinstance(tool_input, str) else arguments
 
 
+def shown_call(chat_name: str, arguments: str, *, cut: bool) -> bool:
+    """Whether a finished chat tool call goes to the client. Not when its name
+    never came (no client could route it), nor when the token limit or a
+    filter (``cut``) stopped it mid-arguments: clients run the calls they
+    are given, whatever their status, so a half-written one is left out."""
+    if not chat_name:
+        return False
+    if not cut:
+        return True
+    try:
+        orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def reasoning_output(
     item_id: str, text: str, options: OutputOptions, status: str = "completed"
 ) -> dict[str, Any]:
@@ -262,15 +279,20 @@ def chat_completion_to_response(
         output.append(reasoning_output(ids("rs"), reasoning, options, cut if last else "completed"))
     if parts:
         output.append(message_item(ids("msg"), parts, "completed" if tool_calls else cut))
+    call_ids: set[str] = set()  # each output pairs with its call by call_id: never two alike
     for call in tool_calls:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             raise UpstreamProtocolError("upstream tool call has no function")
-        call_id = call.get("id")
-        call_id = call_id if isinstance(call_id, str) and call_id else ids("call")
         chat_name = str(function.get("name") or "")
-        name, namespace = tool_name(chat_name, options)
         arguments = arguments_text(function.get("arguments"))
+        if not shown_call(chat_name, arguments, cut=incomplete is not None):
+            continue
+        call_id = call.get("id")
+        if not (isinstance(call_id, str) and call_id) or call_id in call_ids:
+            call_id = ids("call")
+        call_ids.add(call_id)
+        name, namespace = tool_name(chat_name, options)
         if chat_name in options.custom_tools:
             output.append(
                 custom_tool_call_item(

@@ -45,6 +45,7 @@ from compat_asgi.core.responses import (
     reasoning_item,
     reasoning_text_part,
     refusal_part,
+    shown_call,
     summary_text_part,
     tool_name,
 )
@@ -539,10 +540,9 @@ class ChatToResponses:
             if piece:
                 call.chunks.append(piece)
 
-    def _announce_call(self, call: _Call, status: str) -> None:
+    def _announce_call(self, call: _Call, arguments: str, status: str) -> None:
         """Send one complete call: ``output_item.added``, its whole arguments
         (or input) as one delta, ``.done`` and ``output_item.done``."""
-        arguments = "".join(call.chunks)
         call_id = call.upstream_id
         if not call_id or call_id in self._call_ids:
             # A client pairs each output with its call by call_id: two calls
@@ -583,26 +583,15 @@ class ChatToResponses:
         self._close_text(status)
         # Stable sort: calls that shared a chat index keep their arrival order.
         for call in sorted(self._pending_calls, key=_slot):
-            if not call.name or truncated and not _whole_json(call.chunks):
-                # A call whose name never came cannot be routed by any client;
-                # one cut mid-arguments by the token limit or a filter would
-                # be run half-made: neither is announced.
-                continue
-            self._announce_call(call, status)
+            arguments = "".join(call.chunks)
+            if shown_call(call.name, arguments, cut=truncated):
+                self._announce_call(call, arguments, status)
         self._pending_calls.clear()
         self._calls.clear()
 
 
 def _slot(call: _Call) -> int:
     return call.slot
-
-
-def _whole_json(chunks: list[str]) -> bool:
-    try:
-        orjson.loads("".join(chunks))
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def _parse_chunk(data: bytes) -> Any:

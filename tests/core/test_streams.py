@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from compat_asgi.core.ids import CountingIds
 from compat_asgi.core.options import OutputOptions
 from compat_asgi.core.reasoning import ReasoningSeal
-from compat_asgi.core.responses import new_response
+from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_event
 from compat_asgi.core.streams import ChatToResponses
 from compat_asgi.errors import CompatError
@@ -501,6 +501,34 @@ def test_a_fault_anywhere_closes_think_text_custom_and_function_calls(good: int,
     output = events[-1]["response"]["output"]
     texts = [p["text"] for item in output for p in item.get("content") or item.get("summary") or [] if "text" in p]
     assert "".join(texts) == sent.replace("<think>", "").replace("</think>", "")
+
+
+@pytest.mark.parametrize(
+    ("calls", "finish"),
+    [
+        ([("call_a", "get_time", '{"tz":"UTC"}'), ("call_b", "exec_command", '{"cmd":"rm -rf bu')], "length"),
+        ([("call_a", "get_time", "{}"), ("call_a", "get_date", "{}"), (None, "", "{}")], "tool_calls"),
+    ],
+)
+def test_the_calls_shown_streamed_and_not_are_the_same(calls: list[tuple[str | None, str, str]], finish: str) -> None:
+    """A cut call, a nameless one and a repeated call id get the same treatment
+    in a non-streamed answer as in the stream."""
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": name, "arguments": args}, **({"id": id} if id else {})}
+        for id, name, args in calls
+    ]}
+    completion = {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+    whole = chat_completion_to_response(completion, new_response(ECHO, "resp_1", 1700000000), CountingIds())
+    pieces = [chunk(call_delta(i, id=id, name=name, args=args[:5])) + chunk(call_delta(i, args=args[5:]))
+              for i, (id, name, args) in enumerate(calls)]
+    streamed = translate([*pieces, chunk(finish=finish), b"data: [DONE]\n\n"])
+    assert_valid(validate_responses_sse(encoded(streamed)))
+    final = streamed[-1]["response"]
+    shown = [(i["id"], i["call_id"], i["name"], i["arguments"]) for i in final["output"]]
+    assert shown == [(i["id"], i["call_id"], i["name"], i["arguments"]) for i in whole["output"]]
+    assert (final["status"], final["incomplete_details"]) == (whole["status"], whole["incomplete_details"])
+    call_ids = [item["call_id"] for item in whole["output"]]
+    assert len(call_ids) == len(set(call_ids)) == (1 if finish == "length" else 2)
 
 
 # -- calls are announced only when complete, whatever the chunks and the fault --
