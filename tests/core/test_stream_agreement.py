@@ -143,11 +143,16 @@ def both(message: dict[str, Any], finish: str) -> tuple[dict[str, Any], dict[str
 
 
 def test_a_call_cut_after_a_finished_sentence_is_the_incomplete_item() -> None:
-    call = {"id": "0", "type": "function", "function": {"name": "get_time", "arguments": "{"}}
+    call = {"id": "0", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
     whole, streamed_final = both({"content": "Let me check.", "tool_calls": [call]}, "length")
     assert [(i["type"], i["status"]) for i in whole["output"]] == [("message", "completed"), ("function_call", "incomplete")]
     assert whole == streamed_final
     assert whole["status"] == "incomplete"
+    # Cut mid-arguments, the call is left out of both (a client would run it half-made).
+    half = {**call, "function": {"name": "get_time", "arguments": "{"}}
+    whole, streamed_final = both({"content": "Let me check.", "tool_calls": [half]}, "length")
+    assert [(i["type"], i["status"]) for i in whole["output"]] == [("message", "completed")]
+    assert whole == streamed_final
 
 
 def test_reasoning_cut_by_the_token_limit_is_incomplete() -> None:
