@@ -172,6 +172,28 @@ class _Call:
         self.chunks: list[str] = _Deltas()
 
 
+# The codes a Response's ``error`` may carry (the SDK's ``ResponseError.code``);
+# the ``error`` event before it keeps the precise code, which is free-form there.
+RESPONSE_ERROR_CODES = frozenset(
+    {
+        "server_error", "rate_limit_exceeded", "invalid_prompt", "data_residency_mismatch",
+        "bio_policy", "misalignment_policy_violation", "vector_store_timeout", "invalid_image",
+        "invalid_image_format", "invalid_base64_image", "invalid_image_url", "image_too_large",
+        "image_too_small", "image_parse_error", "image_content_policy_violation",
+        "invalid_image_mode", "image_file_too_large", "unsupported_image_media_type",
+        "empty_image_file", "failed_to_download_image", "image_file_not_found",
+    }
+)
+
+
+def response_error_code(code: str) -> str:
+    """``code`` as a Response's ``error.code``: itself when the schema lists it,
+    ``rate_limit_exceeded`` for any rate limit, else ``server_error``."""
+    if code in RESPONSE_ERROR_CODES:
+        return code
+    return "rate_limit_exceeded" if "rate_limit" in code else "server_error"
+
+
 class ChatToResponses:
     """Translate one chat-completions stream into one Responses stream.
 
@@ -327,7 +349,7 @@ class ChatToResponses:
         self._emit({"type": "error", "code": code, "message": error.message, "param": error.param})
         response = self.response
         response["status"] = "failed"
-        response["error"] = {"code": code, "message": error.message}
+        response["error"] = {"code": response_error_code(code), "message": error.message}
         response["output"] = [item for item in self._output if item is not None]
         response["usage"] = map_usage(self._usage) if self._usage else None
         self._emit({"type": "response.failed", "response": response})
