@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import http.cookiejar
 import contextlib
+import importlib.util
+import os
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -37,7 +39,10 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "HTTP_CLIENT_ENV",
+    "HTTPClientName",
     "connection_tokens",
+    "resolve_http_client",
 ]
 
 DEFAULT_TIMEOUT = 600.0  # seconds of upstream silence tolerated (models can think for long)
@@ -54,6 +59,10 @@ try:
     _DECODABLE = frozenset(name.encode() for name in _HTTPX_DECODERS)
 except ImportError:  # pragma: no cover - httpx moved its private module
     _DECODABLE = frozenset({b"identity", b"gzip", b"deflate"})
+HTTPClientName = Literal["auto", "httpx", "aiohttp"]
+#: Overrides what ``http_client="auto"`` picks (``httpx`` or ``aiohttp``), in
+#: every process: how a whole test run or deployment is pinned to one transport.
+HTTP_CLIENT_ENV = "COMPAT_ASGI_HTTP_CLIENT"
 _APP_QUEUE_SIZE = 64  # body messages buffered from an in-process app before it is paused
 _READ_AHEAD = 64 << 10  # bytes of an HTTP body read ahead of its consumer, at most
 # Hop-by-hop and framing headers are the proxy's own business (RFC 9110 section 7.6.1).
@@ -342,7 +351,10 @@ class _HTTPResponse:
             )
         # Undecoded bytes need no decoder and chunker layer per piece.
         decode = self._decoded and self.undecodable is None
-        pieces = self._response.aiter_bytes() if decode else self._response.aiter_raw()
+        # A response some transports hand over already read (httpx.MockTransport,
+        # respx) has no raw stream left, only its content.
+        read = self._response.is_stream_consumed
+        pieces = self._response.aiter_bytes() if decode or read else self._response.aiter_raw()
         try:
             async for piece in pieces:
                 yield piece
@@ -434,11 +446,33 @@ class _HTTPResponse:
             await self._response.aclose()
 
 
+def resolve_http_client(choice: HTTPClientName = "auto") -> Literal["httpx", "aiohttp"]:
+    """The transport ``choice`` stands for: ``auto`` is ``$COMPAT_ASGI_HTTP_CLIENT``
+    if set, else aiohttp when ``httpx-aiohttp`` is installed (``compat-asgi[fast]``),
+    else httpx. Asking for aiohttp without it installed raises ImportError."""
+    if choice == "auto":
+        forced = os.environ.get(HTTP_CLIENT_ENV, "").strip().lower()
+        if forced in ("httpx", "aiohttp"):
+            choice = "httpx" if forced == "httpx" else "aiohttp"
+        elif forced not in ("", "auto"):
+            raise ValueError(f"{HTTP_CLIENT_ENV} must be httpx, aiohttp or auto, got {forced!r}")
+        else:
+            return "aiohttp" if importlib.util.find_spec("httpx_aiohttp") is not None else "httpx"
+    if choice == "aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
+        raise ImportError("the aiohttp upstream client needs httpx-aiohttp: pip install 'compat-asgi[fast]'")
+    if choice not in ("httpx", "aiohttp"):
+        raise ValueError(f"http_client must be httpx, aiohttp or auto, got {choice!r}")
+    return choice
+
+
 class HTTPUpstream:
     """An OpenAI-style server at ``base_url`` (``http://host:port`` or ``.../v1``).
 
     One shared :class:`httpx.AsyncClient` (connection pool, HTTP/1.1); bodies
-    are streamed both ways.
+    are streamed both ways. Unless ``client`` is given, its transport is
+    ``http_client``: httpx's own, or aiohttp's C parser under the httpx API
+    (see :func:`resolve_http_client`), which costs about half the CPU per
+    streamed event.
     """
 
     def __init__(
@@ -451,6 +485,7 @@ class HTTPUpstream:
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         client: httpx.AsyncClient | None = None,
+        http_client: HTTPClientName = "auto",
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -460,11 +495,18 @@ class HTTPUpstream:
         self.path_prefix = parts.path.rstrip("/").removesuffix("/v1")
         self.pool_timeout = pool_timeout
         self._authorization = f"Bearer {api_key}".encode() if api_key else None
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        transport: httpx.AsyncBaseTransport | None = None
+        #: The transport in use: ``httpx``, ``aiohttp``, or ``custom`` (the caller's client).
+        self.http_client = "custom" if client is not None else resolve_http_client(http_client)
+        if self.http_client == "aiohttp":
+            from compat_asgi.aiohttp_transport import FastTransport
+
+            transport = FastTransport(limits=limits)
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=pool_timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            limits=limits,
+            transport=transport,
             follow_redirects=False,
             # One client serves every caller: a cookie one upstream answer set
             # must not be sent along with another caller's request.
