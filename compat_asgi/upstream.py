@@ -153,17 +153,69 @@ async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
 # -- in-process ASGI app --------------------------------------------------------
 
 
+class _Channel:
+    """The wrapped app's messages on their way to the reader, in batches.
+
+    What ``asyncio.Queue`` would do, for less per message: ``put`` appends
+    and wakes the reader only if it waits; ``take`` hands over everything
+    sent since it last looked. The app waits only when ``limit`` messages
+    are pending (back-pressure). Single reader; any number of senders.
+    """
+
+    __slots__ = ("_items", "_limit", "_reader", "_writers")
+
+    def __init__(self, limit: int) -> None:
+        self._items: list[Message | BaseException] = []
+        self._limit = limit
+        self._reader: asyncio.Future[None] | None = None
+        self._writers: list[asyncio.Future[None]] = []
+
+    async def put(self, item: Message | BaseException) -> None:
+        while len(self._items) >= self._limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._writers.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._writers:
+                    self._writers.remove(waiter)
+        self._items.append(item)
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            if not reader.done():
+                reader.set_result(None)
+
+    async def take(self) -> list[Message | BaseException]:
+        while not self._items:
+            self._reader = waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._reader = None
+        items, self._items = self._items, []
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            if not writer.done():
+                writer.set_result(None)
+        return items
+
+    def put_back(self, items: list[Message | BaseException]) -> None:
+        """Return what ``take`` handed over but the reader did not use, ahead of the rest."""
+        self._items[:0] = items
+
+
 class _AppResponse:
     def __init__(
         self,
         status: int,
         headers: Headers,
-        queue: asyncio.Queue[Message | BaseException],
+        channel: _Channel,
         task: asyncio.Task[None],
         disconnected: asyncio.Event,
     ) -> None:
         self.status = status
-        self._queue = queue
+        self._channel = channel
         self._task = task
         self._disconnected = disconnected
         # We ask for identity encoding, but an app may compress regardless
@@ -189,16 +241,15 @@ class _AppResponse:
                 f"the wrapped app compressed its response with {self.undecodable!r}; "
                 "put compression middleware outside CompatMiddleware, not inside"
             )
-        queue = self._queue
+        channel = self._channel
         while True:
-            # Take every message already queued as one chunk: an app that runs
+            # Take every message already sent as one chunk: an app that runs
             # ahead of us costs one translation and one send per batch, not
             # per message. Nothing waits for a batch to fill.
-            message = await queue.get()
             batch: list[bytes] = []
             failure: BaseException | None = None
             ended = False
-            while True:
+            for message in await channel.take():
                 if isinstance(message, BaseException):
                     failure = UpstreamError(f"upstream app failed mid-response: {message!r}")
                     failure.__cause__ = message
@@ -218,9 +269,6 @@ class _AppResponse:
                     if not message.get("more_body", False):
                         ended = True
                         break
-                if queue.empty():
-                    break
-                message = queue.get_nowait()
             if batch:
                 yield b"".join(batch)
             if failure is not None:
@@ -274,7 +322,7 @@ class AppUpstream:
             "root_path": base.get("root_path", ""),
             "headers": headers + [(b"content-length", str(len(body)).encode())],
         }
-        queue: asyncio.Queue[Message | BaseException] = asyncio.Queue(_APP_QUEUE_SIZE)
+        channel = _Channel(_APP_QUEUE_SIZE)
         disconnected = asyncio.Event()
         sent_body = False
 
@@ -286,25 +334,25 @@ class AppUpstream:
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: Message) -> None:
-            await queue.put(message)
-
         async def run() -> None:
             try:
-                await self.app(child, receive, send)
+                await self.app(child, receive, channel.put)
             except Exception as exc:  # reported to the reader, which owns the outcome
-                await queue.put(exc)
+                await channel.put(exc)
             else:
-                await queue.put({"type": "http.response.body", "body": b"", "more_body": False})
+                await channel.put({"type": "http.response.body", "body": b"", "more_body": False})
 
         task = asyncio.create_task(run())
-        start = await queue.get()
+        first = await channel.take()
+        start = first[0]
+        if len(first) > 1:  # what came with the start is the body's beginning: give it back
+            channel.put_back(first[1:])
         if isinstance(start, BaseException):
             raise UpstreamError(f"upstream app failed: {start!r}") from start
         if start.get("type") != "http.response.start":
             task.cancel()
             raise UpstreamError("upstream app ended without a response")
-        return _AppResponse(start["status"], list(start.get("headers", [])), queue, task, disconnected)
+        return _AppResponse(start["status"], list(start.get("headers", [])), channel, task, disconnected)
 
     async def aclose(self) -> None:
         return None
