@@ -83,6 +83,7 @@ class FastTransport(AiohttpTransport):  # type: ignore[misc,unused-ignore]
     def __init__(self, *, limits: httpx.Limits) -> None:
         super().__init__(limits=limits, trust_env=False)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # httpx's pool timeout is about waiting for a free connection; aiohttp's
         # connector cannot tell that wait from connecting, so the wait is ours:
         # one slot per connection the pool may hold.
@@ -104,9 +105,14 @@ class FastTransport(AiohttpTransport):  # type: ignore[misc,unused-ignore]
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        loop = asyncio.get_running_loop()
         session = self._session
-        if session is None:
+        if session is None or self._loop is not loop:
+            # A session and its connections belong to one event loop: an app
+            # driven by several asyncio.run() calls gets a fresh pool in each.
+            self._loop = loop
             session = self._session = self.client = self.get_client()
+            self._slots = asyncio.Semaphore(self.limits.max_connections or 1 << 30)
         timeout = request.extensions.get("timeout", {})
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout.get("pool"))
