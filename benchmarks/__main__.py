@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import core, http_proxy, inprocess, memory, procs, startup
+from benchmarks import core, http_proxy, inprocess, levers, memory, procs, startup
 from benchmarks.common import Config
 from benchmarks.report import Results, format_table
 
@@ -26,7 +26,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Config, Results], None]]] = {
     "http": ("3  HTTP: direct, passthrough, translating", http_proxy.run),
     "memory": ("4  memory of the middleware server", memory.run),
     "startup": ("5  import and start-up time", startup.run),
+    "levers": ("6  issue 17's levers before/after (needs compat-asgi[fast])", levers.run),
 }
+#: Run only when named with --only: needs the optional [fast] packages.
+OPT_IN = {"levers"}
 
 
 def machine() -> dict[str, str]:
@@ -67,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the table: profile the middleware server under HTTP load "
         "(concurrent long streams, or with -latency sequential short ones)",
     )
+    parser.add_argument(
+        "--litellm", metavar="PATH", help="litellm executable for the optional comparison row of --only levers"
+    )
     args = parser.parse_args(argv)
+    if args.litellm:
+        levers.LITELLM[:] = [args.litellm]
     cfg = Config(quick=args.quick)
     if args.uvicorn == "standard":
         procs.SERVER_ARGS[:] = ["--loop", "uvloop", "--http", "httptools"]
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         way, _, latency = args.profile.partition("-")
         print(http_proxy.profile(cfg, way, latency=bool(latency)))
         return 0
-    names = list(BENCHMARKS) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    names = [n for n in BENCHMARKS if n not in OPT_IN] if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")

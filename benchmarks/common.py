@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import threading
 import time
@@ -170,7 +171,9 @@ async def raw_stream(url: str, body: bytes, kind: str) -> int:
         )
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"POST {url} -> {head[:100]!r}")
+            with contextlib.suppress(Exception):
+                head += await asyncio.wait_for(reader.read(1000), 2)
+            raise RuntimeError(f"POST {url} -> {head[:100]!r} ... {head[-400:]!r}")
         size = 0
         tail = _Tail(DONE_MARKER[kind])
         while data := await reader.read(1 << 16):  # until the server closes: connection: close

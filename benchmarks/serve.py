@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 
-def build(kind: str, upstream: str | None) -> Any:
+def build(kind: str, upstream: str | None, http_client: Any = "auto", store: str | None = None) -> Any:
     if kind == "upstream":
         from benchmarks.chatstream import app
 
@@ -27,7 +27,7 @@ def build(kind: str, upstream: str | None) -> Any:
 
     if not upstream:
         raise SystemExit("middleware needs --upstream URL")
-    return create_app(upstream=upstream)
+    return create_app(upstream=upstream, http_client=http_client, store=store)
 
 
 def main() -> None:
@@ -38,8 +38,10 @@ def main() -> None:
     parser.add_argument("--profile", metavar="PATH")
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--http", default="h11", choices=["h11", "httptools"])
+    parser.add_argument("--http-client", default="auto", choices=["auto", "httpx", "aiohttp"])
+    parser.add_argument("--store", metavar="URL", help="middleware: a response store (default: none)")
     args = parser.parse_args()
-    app = build(args.kind, args.upstream)
+    app = build(args.kind, args.upstream, args.http_client, args.store)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

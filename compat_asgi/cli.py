@@ -17,7 +17,7 @@ from compat_asgi.middleware import CompatMiddleware
 from compat_asgi.observability import ACCESS_LOGGER
 from compat_asgi.settings import DEFAULT_MAX_CONCURRENT
 from compat_asgi.types import ASGIApp
-from compat_asgi.upstream import DEFAULT_TIMEOUT
+from compat_asgi.upstream import DEFAULT_TIMEOUT, HTTPClientName
 
 __all__ = ["main", "create_app", "serve", "default_store_url"]
 
@@ -47,6 +47,7 @@ def create_app(
     log_format: Literal["json", "text"] | None = None,
     metrics: bool = False,
     idempotency_window: float = DEFAULT_WINDOW,
+    http_client: HTTPClientName = "auto",
 ) -> ASGIApp:
     """The app ``compat-asgi serve`` runs: the demo backend, or a proxy to ``upstream``."""
     backend: ASGIApp | None = None
@@ -80,6 +81,7 @@ def create_app(
         access_log=log_format,
         metrics=metrics,
         idempotency_window=idempotency_window,
+        upstream_http_client=http_client,
     )
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -101,14 +103,21 @@ def serve(
     log_level: str = "info",
     authenticated: bool = False,
     allow_public_without_key: bool = False,
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto",
+    http: Literal["auto", "h11", "httptools"] = "auto",
 ) -> None:
     """Run ``app`` (see :func:`create_app`) under uvicorn. Refuses to expose an
-    unauthenticated server beyond loopback unless ``allow_public_without_key``."""
+    unauthenticated server beyond loopback unless ``allow_public_without_key``.
+
+    ``loop``/``http`` ``auto``: uvloop and httptools when importable
+    (``compat-asgi[fast]``), else asyncio and h11."""
     _check_exposure(host, authenticated, allow_public_without_key)
     import uvicorn  # imported here so that importing compat_asgi stays light
 
     # Our access log replaces uvicorn's: one line per request, with model and timings.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False, loop=loop, http=http
+    )
 
 
 def log_access_to_stderr(log_level: str = "info") -> None:
@@ -156,6 +165,8 @@ def _serve_workers(options: dict[str, Any], args: argparse.Namespace) -> None:
         log_level=args.log_level,
         lifespan="on",
         access_log=False,
+        loop=args.loop,
+        http=args.http,
     )
 
 
@@ -199,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
         help="chat-completions server to translate for, e.g. http://127.0.0.1:8080/v1",
     )
     run.add_argument("--upstream-key", metavar="KEY", help="bearer key sent to the upstream")
+    run.add_argument(
+        "--http-client",
+        choices=["auto", "httpx", "aiohttp"],
+        default="auto",
+        help="transport of the upstream client: aiohttp's C parser under httpx (needs "
+        "compat-asgi[fast]) or httpx's own; auto picks aiohttp when installed (default: %(default)s)",
+    )
     run.add_argument(
         "--upstream-api",
         choices=["chat", "responses"],
@@ -279,6 +297,18 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="worker processes; share state with a SQLite or Redis --store (default: 1)",
+    )
+    run.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop; auto: uvloop when installed (compat-asgi[fast]) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--http",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="HTTP/1.1 parser of the server; auto: httptools when installed (default: %(default)s)",
     )
     run.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
@@ -386,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "log_format": None if args.access_log == "off" else args.access_log,
                 "metrics": args.metrics,
                 "idempotency_window": args.idempotency_window,
+                "http_client": args.http_client,
             }
             app = create_app(**options)  # validates everything once, before any worker starts
             if args.workers > 1 and options["store"] == "memory":
@@ -402,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log_level=args.log_level,
                     authenticated=bool(args.api_key),
                     allow_public_without_key=args.allow_public_without_key,
+                    loop=args.loop,
+                    http=args.http,
                 )
         except (ValueError, ImportError) as exc:
             print(f"compat-asgi: {exc}", file=sys.stderr)

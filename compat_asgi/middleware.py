@@ -75,6 +75,7 @@ from compat_asgi.upstream import (
     DEFAULT_POOL_TIMEOUT,
     DEFAULT_TIMEOUT,
     AppUpstream,
+    HTTPClientName,
     HTTPUpstream,
     Upstream,
 )
@@ -110,6 +111,7 @@ class CompatMiddleware:
         upstream_timeout: float = DEFAULT_TIMEOUT,
         upstream_connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         upstream_pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        upstream_http_client: HTTPClientName = "auto",
         prefix: str = "/v1",
         api_keys: Sequence[str] = (),
         max_body_size: int = DEFAULT_MAX_BODY,
@@ -199,6 +201,7 @@ class CompatMiddleware:
                     timeout=upstream_timeout,
                     connect_timeout=upstream_connect_timeout,
                     pool_timeout=upstream_pool_timeout,
+                    http_client=upstream_http_client,
                     # As many connections as requests may be in flight: a request
                     # admitted is never left queueing for a connection.
                     max_connections=max_concurrent_requests,

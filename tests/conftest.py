@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import respx.mocks
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,6 +23,29 @@ from support import serve  # noqa: E402
 
 from compat_asgi import CompatMiddleware  # noqa: E402
 from compat_asgi.demo import DemoChatApp  # noqa: E402
+from compat_asgi.upstream import HTTP_CLIENT_ENV  # noqa: E402
+
+# respx patches the httpx client rather than httpcore, so its routes answer
+# whichever transport an HTTPUpstream uses (httpx's own or aiohttp's).
+respx.mocks.DEFAULT_MOCKER = "httpx"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--http-client",
+        choices=["httpx", "aiohttp", "auto"],
+        default="httpx",
+        help="transport of every HTTPUpstream left at http_client='auto', in this "
+        "process and the servers it starts (default: httpx, as in a plain install)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    choice = config.getoption("--http-client")
+    if choice == "auto":
+        os.environ.pop(HTTP_CLIENT_ENV, None)
+    else:
+        os.environ[HTTP_CLIENT_ENV] = choice
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import socket
 import threading
 import time
@@ -17,9 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pytest
 import uvicorn
 
 from compat_asgi.types import ASGIApp, Message
+
+#: Both HTTP upstream transports, for the tests that prove what each must honour
+#: (streaming, timeouts, pool limits, faults, release on close); the rest of the
+#: suite runs on one (``pytest --http-client``).
+TRANSPORTS = [
+    "httpx",
+    pytest.param(
+        "aiohttp",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("httpx_aiohttp") is None, reason="httpx-aiohttp (compat-asgi[fast]) is not installed"
+        ),
+    ),
+]
 
 
 @contextlib.contextmanager

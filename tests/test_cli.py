@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from support import TRANSPORTS
 
 from compat_asgi.cli import main
 
@@ -77,6 +79,15 @@ def test_serve_with_upstream_translates_for_a_chat_server(demo_upstream: str) ->
         assert chat.choices[0].message.content is not None
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_serve_picks_its_upstream_client_and_server_stack(demo_upstream: str, transport: str) -> None:
+    fast = ("--loop", "uvloop", "--http", "httptools") if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools") else ()
+    with cli_server("--upstream", demo_upstream + "/v1", "--http-client", transport, *fast) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+        with client.responses.stream(model="demo", input="fast") as stream:
+            assert stream.get_final_response().output_text.startswith("Hello! You said: fast.")
+
+
 def test_workers_share_state_through_sqlite(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'shared.db'}"
     with cli_server("--workers", "2", "--store", store) as base_url:
@@ -93,6 +104,8 @@ def test_bad_arguments_exit_with_status_2(capsys: object) -> None:
     assert main(["serve", "--upstream-timeout", "0"]) == 2
     assert main(["serve", "--upstream", "ftp://nowhere"]) == 2
     assert main(["serve", "--workers", "2", "--store", "memory"]) == 2
+    if importlib.util.find_spec("httpx_aiohttp") is None:
+        assert main(["serve", "--upstream", "http://127.0.0.1:1/v1", "--http-client", "aiohttp"]) == 2
 
 
 def _serve_and_read_stderr(*args: str, requests: int = 1) -> list[str]:

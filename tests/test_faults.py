@@ -18,7 +18,7 @@ import orjson
 import pytest
 import respx
 from faulty_upstream import FaultyUpstream
-from support import call, serve
+from support import TRANSPORTS, call, serve
 
 from compat_asgi import CompatMiddleware
 from compat_asgi.validate import assert_valid, validate_responses_sse
@@ -33,10 +33,14 @@ def faulty() -> Iterator[tuple[FaultyUpstream, str]]:
         yield app, url
 
 
-@pytest.fixture(scope="module")
-def compat(faulty: tuple[FaultyUpstream, str]) -> Iterator[str]:
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def compat(faulty: tuple[FaultyUpstream, str], request: pytest.FixtureRequest) -> Iterator[str]:
     app = CompatMiddleware(
-        upstream=faulty[1], upstream_timeout=TIMEOUT, max_line_size=1 << 20, keepalive_interval=5
+        upstream=faulty[1],
+        upstream_timeout=TIMEOUT,
+        max_line_size=1 << 20,
+        keepalive_interval=5,
+        upstream_http_client=request.param,
     )
     with serve(app) as url:
         yield url + "/v1/responses"
@@ -114,8 +118,9 @@ def test_reused_and_out_of_order_tool_indices_keep_every_call(compat: str) -> No
     assert [(c["call_id"], c["arguments"]) for c in ooo] == [("call_a", "{}"), ("call_b", "{}")]
 
 
-def test_refused_connection_is_502() -> None:
-    with serve(CompatMiddleware(upstream="http://127.0.0.1:1/v1")) as url:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_refused_connection_is_502(transport: str) -> None:
+    with serve(CompatMiddleware(upstream="http://127.0.0.1:1/v1", upstream_http_client=transport)) as url:
         response = post(url + "/v1/responses", "m")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
@@ -185,7 +190,8 @@ def test_client_disconnect_cancels_the_upstream_promptly_and_leaks_nothing(
     assert threading.active_count() == threads
 
 
-def test_streams_return_their_upstream_connection_and_cookies_stay_per_caller() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_streams_return_their_upstream_connection_and_cookies_stay_per_caller(transport: str) -> None:
     ports: list[int] = []
     cookies: list[bytes | None] = []
 
@@ -199,7 +205,7 @@ def test_streams_return_their_upstream_connection_and_cookies_stay_per_caller() 
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'})
 
-    with serve(chat) as upstream, serve(CompatMiddleware(upstream=upstream)) as url:
+    with serve(chat) as upstream, serve(CompatMiddleware(upstream=upstream, upstream_http_client=transport)) as url:
         for _ in range(20):
             with httpx.Client() as client:  # a new caller each time
                 assert client.post(url + "/v1/responses", json={"model": "m", "input": "x", "stream": True}).status_code == 200

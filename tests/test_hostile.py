@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 import respx
-from support import Recorded, call, http_scope, serve
+from support import TRANSPORTS, Recorded, call, http_scope, serve
 
 from compat_asgi import CompatMiddleware, HTTPUpstream
 from compat_asgi.demo import DemoChatApp
@@ -162,7 +162,8 @@ def test_a_body_that_does_not_arrive_in_time_is_408() -> None:
 # -- 4: the upstream pool and the concurrency limit agree --------------------------------
 
 
-def test_no_free_upstream_connection_is_503_server_busy_not_a_silent_wait() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_no_free_upstream_connection_is_503_server_busy_not_a_silent_wait(transport: str) -> None:
     release = threading.Event()
 
     async def slow(scope: Scope, receive: Receive, send: Send) -> None:
@@ -173,7 +174,7 @@ def test_no_free_upstream_connection_is_503_server_busy_not_a_silent_wait() -> N
         await send({"type": "http.response.body", "body": b"{}"})
 
     with serve(slow) as backend:
-        upstream = HTTPUpstream(backend, max_connections=1, pool_timeout=0.3)
+        upstream = HTTPUpstream(backend, max_connections=1, pool_timeout=0.3, http_client=transport)
         app = CompatMiddleware(upstream=upstream)
 
         async def scenario() -> tuple[Recorded, Recorded]:
@@ -242,6 +243,34 @@ def test_gzip_from_the_upstream_still_arrives_decoded() -> None:
     result = asyncio.run(call(app, "POST", "/v1/chat/completions", {"model": "m", "messages": []}))
     assert result.body == plain
     assert result.header(b"content-encoding") is None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_content_codings_over_a_real_socket(transport: str) -> None:
+    """What respx cannot show: the transport itself passes an unknown coding's
+    bytes on raw, and decodes a gzip body streamed in several chunks."""
+    plain = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    packed = gzip.compress(plain)
+
+    async def coded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        coding = b"x-unknown" if scope["path"].endswith("/completions") else b"gzip"
+        headers = [(b"content-type", b"text/event-stream"), (b"content-encoding", coding)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = b"\x1f\x9d\x90raw-bytes" if coding == b"x-unknown" else packed
+        for i in range(0, len(body), 7):
+            await send({"type": "http.response.body", "body": body[i : i + 7], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(coded) as backend, serve(CompatMiddleware(upstream=backend, upstream_http_client=transport)) as url:
+        passed = httpx.post(url + "/v1/chat/completions", json={"model": "m", "messages": []})
+        assert passed.headers["content-encoding"] == "x-unknown"
+        assert passed.read() == b"\x1f\x9d\x90raw-bytes"
+        with httpx.stream("POST", url + "/v1/embeddings", json={"model": "m", "input": "x"}) as gz:
+            assert "content-encoding" not in gz.headers
+            assert b"".join(gz.iter_raw()) == plain
 
 
 # -- 6: headers named in Connection are hop-by-hop -------------------------------------

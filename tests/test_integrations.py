@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from support import call, http_scope, serve
+from support import TRANSPORTS, call, http_scope, serve
 
 from compat_asgi import CompatMiddleware, HTTPUpstream
 from compat_asgi.demo import DemoChatApp
@@ -242,6 +242,29 @@ def test_http11_streams_incrementally(server: str, inner: str) -> None:
         response, raw = stream_through(origin + "/v1/responses", gate)
     assert response.http_version == "HTTP/1.1"
     assert_streamed(gate, raw)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_http_upstream_streams_incrementally(api: str, transport: str) -> None:
+    """Over an HTTP upstream, translated and passed through, on either client
+    transport: no layer waits for more of the upstream's body than it has."""
+    gate = Gate()
+    with serve(raw_send_chat(gate)) as backend:
+        with serve(CompatMiddleware(upstream=backend + "/v1", upstream_http_client=transport)) as origin:
+            if api == "responses":
+                response, raw = stream_through(origin + "/v1/responses", gate)
+                assert_streamed(gate, raw)
+                return
+            received = bytearray()
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+            with httpx.stream("POST", origin + "/v1/chat/completions", json=body, timeout=30) as response:
+                for data in response.iter_raw():
+                    received += data
+                    if FIRST in received:
+                        gate.event.set()
+    assert gate.observed == [True], "the first chunk did not reach the client before the upstream finished"
+    assert bytes(received) == FIRST + REST
 
 
 @pytest.mark.skipif(not HAVE_H2, reason="the h2 package is not installed")
