@@ -9,13 +9,21 @@
 - RSS after that stream and after a second identical one: a leak would show
   as growth from the first to the second;
 - the upstream connections the server still holds once everything finished
-  (a pool keeps at most one per concurrent stream; more means they leak).
+  (a pool keeps at most one per concurrent stream; more means they leak);
+- one 2 MiB answer (``store: true`` on a memory store), not streamed then
+  streamed: how far the server's peak RSS rises above its RSS before the
+  request, in copies of the answer, and how much stays (the stored record).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from typing import Any
+
+import httpx
+import orjson
 
 from benchmarks.common import Config, RSSSampler, http_client, responses_body
 from benchmarks.http_proxy import STREAMS, load, servers
@@ -24,6 +32,86 @@ from benchmarks.report import Results, Row
 
 TARGET_FLAT = 1.05
 MiB = 1 << 20
+ANSWER = 2 * MiB
+DELTA = 256  # characters per streamed text delta of the big answer
+TARGET_COPIES = 3.5  # peak RSS rise per byte of a big answer, non-streamed
+
+
+async def big_answer_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A chat upstream whose answer has as many characters as the model name says (``big-2097152``)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/health":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    request = orjson.loads(body)
+    size = int(request["model"].rsplit("-", 1)[1])
+    text = ("lorem ipsum dolor sit amet " * (size // 27 + 1))[:size]
+    head = {"id": "chatcmpl-big", "created": 1, "model": request["model"]}
+    usage = {"prompt_tokens": 1, "completion_tokens": size // 4, "total_tokens": size // 4 + 1}
+    if not request.get("stream"):
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        payload = orjson.dumps({**head, "object": "chat.completion", "choices": [choice], "usage": usage})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    chunk = {**head, "object": "chat.completion.chunk"}
+    for start in range(0, size, DELTA):
+        choice = {"index": 0, "delta": {"content": text[start : start + DELTA]}, "finish_reason": None}
+        data = b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n"
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+    end = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(end) + b"\n\ndata: [DONE]\n\n"})
+
+
+def _big_request(server: Server, size: int, stream: bool) -> int:
+    body = orjson.dumps({"model": f"big-{size}", "input": "write a lot", "stream": stream, "store": True})
+    received = 0
+    with httpx.Client(timeout=60) as client:
+        with client.stream(
+            "POST", server.url + "/v1/responses", content=body, headers={"content-type": "application/json"}
+        ) as response:
+            response.raise_for_status()
+            for chunk in response.iter_raw():
+                received += len(chunk)
+    return received
+
+
+def big_answers(warmups: int, *, fresh: bool) -> dict[bool, tuple[int, int, int]]:
+    """Per mode (streamed or not): (RSS before, peak RSS, RSS after) of one big answer.
+
+    ``fresh``: a new middleware (memory store) for each mode, so neither sees
+    the other's heap. Otherwise (quick runs) one serves both, the
+    non-streamed answer first: its peak is the lower one, so the streamed
+    answer's still shows in VmHWM, with one process start less.
+    """
+    found: dict[bool, tuple[int, int, int]] = {}
+    with Server.bench("bigtext") as upstream, contextlib.ExitStack() as stack:
+        middleware: Server | None = None
+        for stream in (False, True):
+            if middleware is None or fresh:
+                stack.close()
+                middleware = stack.enter_context(
+                    Server.bench("middleware", "--upstream", upstream.url + "/v1", "--store", "memory")
+                )
+            for _ in range(warmups):  # imports, pools, allocator arenas
+                _big_request(middleware, 64 << 10, stream)
+            before = _settle(middleware)
+            _big_request(middleware, ANSWER, stream)
+            after = _settle(middleware)
+            found[stream] = (before, middleware.rss()[1], after)
+    return found
 
 
 async def _long_stream(server: Server, events: int) -> tuple[int, int]:
@@ -122,3 +210,21 @@ def run(cfg: Config, results: Results) -> None:
             f"after {1 + rounds * STREAMS} translated streams, all finished",
         )
     )
+    answers = big_answers(cfg.pick(1, 3), fresh=cfg.pick(False, True))
+    for row, stream in (("4e", False), ("4f", True)):
+        before, peak_big, after = answers[stream]
+        copies = (peak_big - before) / ANSWER
+        results.add(
+            Row(
+                row,
+                f"memory: peak RSS rise / size of one 2 MiB answer, {'streamed' if stream else 'not streamed'}",
+                copies,
+                "x",
+                "info" if stream else f"<= {TARGET_COPIES:.1f}x",
+                None if stream else copies <= TARGET_COPIES,
+                f"{before / MiB:.1f} -> peak {peak_big / MiB:.1f} MiB, {after / MiB:.1f} MiB after"
+                f" (+{(after - before) / MiB:.1f} MiB held: the stored record"
+                + (" without its events, over the 8 MiB recording cap," if stream else "")
+                + " and what the allocator keeps)",
+            )
+        )

@@ -1,7 +1,8 @@
 """Run one benchmark server under uvicorn: ``python -m benchmarks.serve KIND --port N``.
 
-KIND is ``upstream`` (the fast chat-stream app of :mod:`benchmarks.chatstream`)
-or ``middleware`` (what ``compat-asgi serve --upstream URL`` runs, built by
+KIND is ``upstream`` (the fast chat-stream app of :mod:`benchmarks.chatstream`),
+``bigtext`` (a chat app whose answer is as long as its model name says, see
+:mod:`benchmarks.memory`) or ``middleware`` (what ``compat-asgi serve --upstream URL`` runs, built by
 :func:`compat_asgi.cli.create_app`, without a response store). Both use the
 same uvicorn settings (by default the asyncio loop and h11, which every
 install has; ``--loop uvloop --http httptools`` for uvicorn[standard]; no
@@ -23,6 +24,10 @@ def build(kind: str, upstream: str | None, http_client: Any = "auto", store: str
         from benchmarks.chatstream import app
 
         return app
+    if kind == "bigtext":
+        from benchmarks.memory import big_answer_app
+
+        return big_answer_app
     from compat_asgi.cli import create_app
 
     if not upstream:
@@ -32,9 +37,10 @@ def build(kind: str, upstream: str | None, http_client: Any = "auto", store: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serve")
-    parser.add_argument("kind", choices=["upstream", "middleware"])
+    parser.add_argument("kind", choices=["upstream", "bigtext", "middleware"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", metavar="URL")
+    parser.add_argument("--store", metavar="URL", help="middleware: a response store (default none)")
     parser.add_argument("--profile", metavar="PATH")
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--http", default="h11", choices=["h11", "httptools"])

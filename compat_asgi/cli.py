@@ -232,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--store",
         metavar="URL",
-        help="response store: memory, sqlite:///PATH or redis://HOST:PORT/DB "
+        help="response store: memory[://?max_bytes=N], sqlite:///PATH or redis://HOST:PORT/DB "
+        "(also rediss://, unix://, redis+sentinel://, redis+cluster://; needs compat-asgi[redis]) "
         "(default: SQLite under $XDG_STATE_HOME/compat-asgi)",
     )
     run.add_argument(
@@ -419,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "http_client": args.http_client,
             }
             app = create_app(**options)  # validates everything once, before any worker starts
-            if args.workers > 1 and options["store"] == "memory":
+            if args.workers > 1 and str(options["store"]).startswith("memory"):
                 raise ValueError("--store memory is per process; give workers a sqlite or redis store")
             if args.workers > 1:
                 _serve_workers(options, args)

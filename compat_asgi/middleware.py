@@ -65,6 +65,7 @@ from compat_asgi.settings import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_HISTORY_BYTES,
     DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_RECORDED_EVENTS,
     DEFAULT_MAX_UPSTREAM_BODY,
     Settings,
 )
@@ -117,6 +118,7 @@ class CompatMiddleware:
         max_body_size: int = DEFAULT_MAX_BODY,
         max_line_size: int = DEFAULT_MAX_LINE,
         max_upstream_body_size: int = DEFAULT_MAX_UPSTREAM_BODY,
+        max_recorded_events: int = DEFAULT_MAX_RECORDED_EVENTS,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
@@ -147,6 +149,7 @@ class CompatMiddleware:
             ("max_body_size", max_body_size),
             ("max_line_size", max_line_size),
             ("max_upstream_body_size", max_upstream_body_size),
+            ("max_recorded_events", max_recorded_events),
             ("max_concurrent_requests", max_concurrent_requests),
             ("keepalive_interval", keepalive_interval),
             ("body_timeout", body_timeout),
@@ -179,6 +182,7 @@ class CompatMiddleware:
             clock=clock or system_clock,
             strip_authorization=bool(api_keys),
             max_history_bytes=max_history_bytes,
+            max_recorded_events=max_recorded_events,
         )
         self._api_keys = [key.encode() for key in api_keys]
         self._max_concurrent = max_concurrent_requests

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_HISTORY_BYTES",
+    "DEFAULT_MAX_RECORDED_EVENTS",
 ]
 
 DEFAULT_MAX_BODY = 1 << 20  # client request body
@@ -29,6 +30,7 @@ DEFAULT_MAX_JSON_DEPTH = 128
 # request may pull in: a tiny request naming a long chain must not send
 # gigabytes upstream.
 DEFAULT_MAX_HISTORY_BYTES = 4 << 20
+DEFAULT_MAX_RECORDED_EVENTS = 8 << 20  # bytes of one stream's events kept for ?stream=true replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +45,5 @@ class Settings:
     # The client's Authorization header is ours (API keys are configured), not the upstream's.
     strip_authorization: bool
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES
+    # Past this many bytes of events a stored response keeps no events (no ?stream=true replay).
+    max_recorded_events: int = DEFAULT_MAX_RECORDED_EVENTS

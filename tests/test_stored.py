@@ -227,3 +227,76 @@ def test_store_false_in_a_conversation_threads_the_turn_but_keeps_no_response(re
         client.responses.retrieve(first.id)
     client.responses.create(model="demo", input="next", conversation="c-nostore")
     assert [m["content"] for m in demo.messages[-1] if m["role"] == "user"] == ["private", "next"]
+
+
+class LongAnswer:
+    """A chat upstream streaming ``pieces`` text deltas of ``piece`` each (or one JSON answer)."""
+
+    def __init__(self, pieces: int, piece: str) -> None:
+        self.pieces = pieces
+        self.piece = piece
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = orjson.loads((await receive())["body"])
+        head = {"id": "chatcmpl-long", "object": "chat.completion.chunk", "created": 1, "model": "long"}
+        if not request.get("stream"):
+            completion = {
+                **head,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.piece * self.pieces}, "finish_reason": "stop"}],
+            }
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": orjson.dumps(completion)})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for delta in [{"role": "assistant", "content": ""}] + [{"content": self.piece}] * self.pieces:
+            chunk = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+        done = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(done) + b"\n\ndata: [DONE]\n\n"})
+
+
+def _stream_and_replay(app: CompatMiddleware, **query: str) -> tuple[bytes, str, Any]:
+    from support import call, http_scope
+
+    async def scenario() -> tuple[bytes, str, Any]:
+        created = await call(app, "POST", "/v1/responses", {"model": "long", "input": "go", "stream": True})
+        response_id = json.loads(created.body.split(b"\n")[1][6:])["response"]["id"]
+        scope = http_scope("GET", f"/v1/responses/{response_id}")
+        scope["query_string"] = "&".join(f"{k}={v}" for k, v in query.items()).encode()
+        return created.body, response_id, await call(app, "GET", scope["path"], scope=scope)
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("store_url", ["memory", "sqlite"], indirect=True)
+def test_stored_events_over_the_cap_are_not_kept_and_replay_says_so(store_url: str) -> None:
+    app = CompatMiddleware(LongAnswer(200, "word "), store=store_url, max_recorded_events=20_000)
+    streamed, response_id, replay = _stream_and_replay(app, stream="true")
+    assert len(streamed) > 20_000
+    assert_valid(validate_responses_sse(streamed))  # the client's stream is whole
+    assert replay.status == 400
+    error = replay.json()["error"]
+    assert error["param"] == "stream" and "streamed more events than this server records" in error["message"]
+    # The response itself is stored, complete.
+    async def retrieve() -> Any:
+        from support import call
+
+        return (await call(app, "GET", f"/v1/responses/{response_id}")).json()
+
+    stored = asyncio.run(retrieve())
+    assert stored["status"] == "completed" and stored["output"][0]["content"][0]["text"] == "word " * 200
+
+
+@pytest.mark.parametrize("store_url", ["memory", "sqlite"], indirect=True)
+def test_replay_streams_the_stored_events_in_bounded_chunks(store_url: str) -> None:
+    app = CompatMiddleware(LongAnswer(3000, "chunky words "), store=store_url)
+    streamed, _, replay = _stream_and_replay(app, stream="true")
+    assert replay.status == 200 and replay.body == streamed
+    assert len(streamed) > 4 * (64 << 10)
+    assert len(replay.bodies) >= 4 and max(map(len, replay.bodies)) <= 64 << 10
+    _, _, resumed = _stream_and_replay(app, stream="true", starting_after="2999")
+    numbers = [json.loads(line[6:])["sequence_number"] for line in resumed.body.split(b"\n") if line.startswith(b"data: ")]
+    assert numbers[0] == 3000 and numbers == list(range(3000, numbers[-1] + 1))
+    _, _, past_the_end = _stream_and_replay(app, stream="true", starting_after="999999")
+    assert past_the_end.status == 200 and past_the_end.body == b""

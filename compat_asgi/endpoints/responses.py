@@ -39,14 +39,35 @@ CHAT_PATH = "/v1/chat/completions"
 
 class _EncodedStream:
     """:class:`ChatToResponses` as the shell's byte-level StreamTranslator,
-    keeping what it sent when the response is to be stored for replay."""
+    keeping what it sent when the response is to be stored for replay, up to
+    ``max_recorded`` bytes: past that it keeps nothing (``dropped``)."""
 
-    __slots__ = ("core", "sent", "first")
+    __slots__ = ("core", "sent", "first", "recorded", "max_recorded", "dropped")
 
-    def __init__(self, core: ChatToResponses, *, record: bool, first: Sequence[dict[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        core: ChatToResponses,
+        *,
+        record: bool,
+        max_recorded: int,
+        first: Sequence[dict[str, Any]] = (),
+    ) -> None:
         self.core = core
         self.sent: list[bytes] | None = [] if record else None
         self.first = first  # finished items that open the output (a compaction)
+        self.recorded = 0
+        self.max_recorded = max_recorded
+        self.dropped = False
+
+    def events(self) -> bytes | None:
+        """What to store as the events (``b""``: streamed, but over the cap), releasing the pieces."""
+        if self.dropped:
+            return b""
+        if self.sent is None:
+            return None
+        events = b"".join(self.sent)
+        self.sent = None
+        return events
 
     @property
     def finished(self) -> bool:
@@ -58,7 +79,12 @@ class _EncodedStream:
 
     def keep(self, data: bytes) -> bytes:
         if self.sent is not None and data:
-            self.sent.append(data)
+            self.recorded += len(data)
+            if self.recorded > self.max_recorded:
+                self.sent = None  # a replay missing events would be wrong: keep none
+                self.dropped = True
+            else:
+                self.sent.append(data)
         return data
 
     def start(self) -> bytes:
@@ -196,12 +222,20 @@ class ResponsesOverChat:
                 options=translated.output,
                 clock=settings.clock,
             )
-            stream = _EncodedStream(core, record=keep, first=first_output)
+            stream = _EncodedStream(
+                core, record=keep, max_recorded=settings.max_recorded_events, first=first_output
+            )
 
             async def save() -> None:
-                if keep and stream.sent is not None:
+                if keep:
+                    if stream.dropped:
+                        logger.warning(
+                            "%s streamed more than %d bytes of events: stored without them (no replay)",
+                            core.response["id"],
+                            stream.max_recorded,
+                        )
                     try:
-                        await self._save(call, body, kept_items, core.response, b"".join(stream.sent))
+                        await self._save(call, body, kept_items, core.response, stream.events())
                     except CompatError as exc:  # the client still gets its stream
                         logger.warning("could not store %s: %s", core.response["id"], exc.message)
 
@@ -217,10 +251,10 @@ class ResponsesOverChat:
                 events += core.add_item(item)
             events += core.feed(completion_to_chunk(completion))
             events += core.finish(saw_done=True)
-            stream.keep(encode_events(events))
+            data = stream.keep(encode_events(events))
             await save()
             await responder.start(200, SSE_HEADERS)
-            await responder.body(encode_events(events), more_body=False)
+            await responder.body(data, more_body=False)
         finally:
             await upstream.aclose()
 

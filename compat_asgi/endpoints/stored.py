@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from compat_asgi.asgi import SSE_HEADERS, Responder
-from compat_asgi.core.sse import SSEDecoder
 from compat_asgi.endpoints import Call
 from compat_asgi.endpoints.routes import Route
 from compat_asgi.errors import InvalidRequest, NotFound
@@ -16,6 +15,7 @@ from compat_asgi.store import Store, StoredResponse
 __all__ = ["StoredResponses", "list_options", "list_page", "query_params"]
 
 _DEFAULT_LIMIT = 20
+_REPLAY_CHUNK = 64 << 10  # bytes of stored events per body message on replay
 _MAX_LIMIT = 100
 
 
@@ -103,21 +103,39 @@ class StoredResponses:
         if not stream:
             await responder.send_json(200, record.response)
             return
-        if record.events is None:
+        events = record.events
+        if events is None:
             raise InvalidRequest(
                 f"Response '{response_id}' was not streamed, so it has no events to replay; "
                 "retrieve it without stream=true.",
                 param="stream",
                 code="invalid_value",
             )
-        # Events are stored as sent, numbered 0, 1, 2 ...: resuming is skipping.
-        events = SSEDecoder().feed(record.events + b"\n\n")[starting_after + 1 :]
-        body = b"".join(
-            b"event: " + (event.event or b"message") + b"\ndata: " + event.data + b"\n\n"
-            for event in events
-        )
+        if not events:
+            raise InvalidRequest(
+                f"Response '{response_id}' streamed more events than this server records for replay, "
+                "so it was stored without them; retrieve it without stream=true.",
+                param="stream",
+                code="invalid_value",
+            )
+        # Events are stored as sent, numbered 0, 1, 2 ... and each ends with a
+        # blank line: resuming is skipping that many, replaying is sending
+        # slices of the stored bytes, never a second copy of them whole.
+        start = 0
+        for _ in range(starting_after + 1):
+            end = events.find(b"\n\n", start)
+            if end < 0:
+                start = len(events)
+                break
+            start = end + 2
+        view = memoryview(events)
         await responder.start(200, SSE_HEADERS)
-        await responder.body(body, more_body=False)
+        while True:
+            stop = min(start + _REPLAY_CHUNK, len(events))
+            await responder.body(bytes(view[start:stop]), more_body=stop < len(events))
+            if stop >= len(events):
+                break
+            start = stop
 
     async def delete(self, call: Call, responder: Responder) -> None:
         response_id = call.params["response_id"]

@@ -19,11 +19,13 @@ The middleware uses it for ``store``, ``previous_response_id``,
 
 URLs accepted by :func:`open_store`:
 
-- ``memory``: in-process, lost on restart, per worker;
+- ``memory`` or ``memory://?max_bytes=N``: in-process, lost on restart, per
+  worker, at most ``N`` bytes of encoded values (default 256 MiB);
 - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: a WAL
   file, survives restarts, shareable by the workers of one host;
-- ``redis://[[user]:password@]host[:port][/db]``: shared by every worker
-  and host.
+- ``redis://``, ``rediss://`` (TLS), ``unix://``, ``redis+sentinel://`` and
+  ``redis+cluster://`` (see :mod:`compat_asgi.store.redis_url`): shared by
+  every worker and host; needs the ``redis`` extra (redis-py).
 
 Contract, the same for every backend:
 
@@ -38,7 +40,7 @@ Contract, the same for every backend:
   another owner's conversation of the same id.
 - Memory and SQLite keep at most ``max_entries`` responses and, separately,
   ``max_entries`` conversations, evicting the least recently used (saved or
-  read). Redis leaves that bound to the server's ``maxmemory`` policy, and
+  read); memory also keeps at most ``max_bytes`` in all. Redis leaves that bound to the server's ``maxmemory`` policy, and
   rounds ``ttl`` up to whole seconds.
 - Values must be JSON-serializable by orjson; they come back equal, not
   identical (a stored dict is never the caller's object).
@@ -58,11 +60,13 @@ from compat_asgi.store.base import (
     StoreError,
     StoreTimeout,
 )
-from compat_asgi.store.memory import MemoryStore
+from compat_asgi.store.memory import DEFAULT_MAX_BYTES, MemoryStore
 from compat_asgi.store.redis import RedisStore
+from compat_asgi.store.redis_url import REDIS_SCHEMES
 from compat_asgi.store.sqlite import SQLiteStore
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_TTL",
     "MemoryStore",
@@ -77,16 +81,25 @@ __all__ = [
 ]
 
 _SQLITE_PREFIX = "sqlite:///"
+_MEMORY_PREFIX = "memory://"
 
 
-def open_store(url: str, *, max_entries: int = DEFAULT_MAX_ENTRIES, ttl: float | None = DEFAULT_TTL) -> Store:
+def open_store(
+    url: str,
+    *,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    ttl: float | None = DEFAULT_TTL,
+    max_bytes: int | None = None,
+) -> Store:
     """Open the store a URL names; ``ValueError`` says what is wrong with any other URL.
 
-    Only SQLite does I/O here (it opens the file and creates the schema), so
-    call this at startup, not per request.
+    ``max_bytes`` bounds the memory store (it wins over the URL's); the other
+    backends leave size to the disk or the server. Only SQLite does I/O here
+    (it opens the file and creates the schema), so call this at startup, not
+    per request.
     """
-    if url == "memory":
-        return MemoryStore(max_entries=max_entries, ttl=ttl)
+    if url == "memory" or url.startswith(_MEMORY_PREFIX):
+        return MemoryStore(max_entries=max_entries, ttl=ttl, max_bytes=max_bytes if max_bytes is not None else _memory_bytes(url))
     if url.startswith(_SQLITE_PREFIX):
         # What follows the third slash is the path: "a.db" is relative, "/a.db" absolute.
         path = url[len(_SQLITE_PREFIX) :]
@@ -95,9 +108,22 @@ def open_store(url: str, *, max_entries: int = DEFAULT_MAX_ENTRIES, ttl: float |
         return SQLiteStore(path, max_entries=max_entries, ttl=ttl)
     if url.startswith("sqlite:"):
         raise ValueError(f"SQLite store URL must start with sqlite:/// (three slashes): {url!r}")
-    if url.startswith("redis://"):
+    if url.split("://", 1)[0].lower() in REDIS_SCHEMES and "://" in url:
         return RedisStore(url, max_entries=max_entries, ttl=ttl)
     shown = url if "@" not in url else url.split("://", 1)[0] + "://***"
     raise ValueError(
         f"unknown store URL {shown!r}: use 'memory', 'sqlite:///path.db' or 'redis://host:port/db'"
+        " (also rediss://, unix://, redis+sentinel://, redis+cluster://)"
     )
+
+
+def _memory_bytes(url: str) -> int:
+    if url == "memory":
+        return DEFAULT_MAX_BYTES
+    rest = url[len(_MEMORY_PREFIX) :]
+    if rest in ("", "/"):
+        return DEFAULT_MAX_BYTES
+    name, eq, value = rest.removeprefix("/").removeprefix("?").partition("=")
+    if not rest.lstrip("/").startswith("?") or name != "max_bytes" or not eq or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"memory store URL takes only ?max_bytes=<positive integer>, like memory://?max_bytes=268435456: {url!r}")
+    return int(value)

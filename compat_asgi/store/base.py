@@ -29,7 +29,9 @@ class StoredResponse:
     owner: str | None  # opaque scope (a hash of the API key), None when no keys are configured
     response: dict[str, Any]  # the final Response object, exactly as returned to the client
     input_items: list[dict[str, Any]]  # the request's input items (with ids)
-    events: bytes | None  # the encoded SSE stream as sent; None when not streamed
+    # The encoded SSE stream as sent; None when not streamed; b"" when streamed
+    # but longer than the server records (no stream has zero events).
+    events: bytes | None
     created_at: int
 
 

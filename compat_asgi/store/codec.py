@@ -13,10 +13,15 @@ import orjson
 
 from compat_asgi.store.base import StoredResponse, StoreError
 
-__all__ = ["encode_record", "decode_record", "encode_item", "decode_item"]
+__all__ = ["encode_record", "decode_record", "encode_parts", "decode_parts", "encode_item", "decode_item"]
 
 
-def encode_record(record: StoredResponse) -> bytes:
+def encode_parts(record: StoredResponse) -> tuple[bytes, bytes | None]:
+    """The header (everything but the events) encoded, and the events as they are.
+
+    For a store that can keep two values per record (memory): the events,
+    often the largest part, are never copied.
+    """
     header = orjson.dumps(
         {
             "id": record.id,
@@ -27,11 +32,10 @@ def encode_record(record: StoredResponse) -> bytes:
             "streamed": record.events is not None,
         }
     )
-    return header + b"\n" + (record.events or b"")
+    return header, record.events
 
 
-def decode_record(data: bytes) -> StoredResponse:
-    header, _, events = data.partition(b"\n")
+def decode_parts(header: bytes, events: bytes | None) -> StoredResponse:
     try:
         fields: dict[str, Any] = orjson.loads(header)
         return StoredResponse(
@@ -39,12 +43,22 @@ def decode_record(data: bytes) -> StoredResponse:
             owner=fields["owner"],
             response=fields["response"],
             input_items=fields["input_items"],
-            events=events if fields["streamed"] else None,
+            events=(events or b"") if fields["streamed"] else None,
             created_at=fields["created_at"],
         )
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         # Another program wrote under our key prefix, or a format we do not know.
         raise StoreError(f"stored response is corrupt or of an unknown format: {exc}") from None
+
+
+def encode_record(record: StoredResponse) -> bytes:
+    header, events = encode_parts(record)
+    return header + b"\n" + (events or b"")
+
+
+def decode_record(data: bytes) -> StoredResponse:
+    header, _, events = data.partition(b"\n")
+    return decode_parts(header, events)
 
 
 def encode_item(item: dict[str, Any]) -> bytes:

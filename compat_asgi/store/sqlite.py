@@ -1,5 +1,9 @@
 """SQLite store: one file, survives restarts, shareable by the workers of one host.
 
+The directories it creates are ``0700`` and the database with its ``-wal``
+and ``-shm`` files ``0600``: stored prompts and answers are private to the
+user the server runs as.
+
 All SQLite work runs on one dedicated thread that owns the connection, so the
 event loop never blocks on disk or locks and the connection is never shared
 between threads. Every write is one ``BEGIN IMMEDIATE`` transaction: several
@@ -10,6 +14,7 @@ processes on the same file serialize on the write lock (waiting up to
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -375,9 +380,36 @@ class SQLiteStore:
         return True
 
 
+def _private(path: Path) -> None:
+    """Create the directories (0700) and the database file (0600) that are missing.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode, so
+    a private database keeps its journal private too. Files already there
+    from an older version are tightened; directories that already exist are
+    the operator's and stay as they are.
+    """
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # another worker won the race
+            pass
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private(path)
         # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE.
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:

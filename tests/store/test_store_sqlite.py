@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -97,6 +99,48 @@ def test_relative_path_and_missing_directories(tmp_path: Path, monkeypatch: pyte
 
     asyncio.run(scenario())
     assert (tmp_path / "data" / "nested" / "store.db").is_file()
+
+
+def test_created_files_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The usual umask would leave everything world-readable (0644 files, 0755 directories).
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "state" / "compat-asgi" / "store.db"
+
+        async def scenario() -> None:
+            store = open_store(f"sqlite:///{path}")
+            await store.save(record("resp_1"))
+            await store.append_conversation("conv_1", [{"id": "a"}], owner=None)
+            # Both journal files exist while a connection is open.
+            modes = {name: stat.S_IMODE(os.stat(f"{path}{name}").st_mode) for name in ("", "-wal", "-shm")}
+            assert modes == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+            await store.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_existing_world_readable_files_are_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    wal = Path(f"{path}-wal")
+    for name in (path, wal):
+        name.chmod(0o644)
+    tmp_path.chmod(0o755)
+    store = SQLiteStore(path)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+        # The operator's own directory keeps its mode.
+        assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+    finally:
+        asyncio.run(store.aclose())
+        conn.close()
 
 
 def test_two_stores_on_one_file_share_data(tmp_path: Path) -> None:
