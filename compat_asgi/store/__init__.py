@@ -40,8 +40,9 @@ Contract, the same for every backend:
   another owner's conversation of the same id.
 - Memory and SQLite keep at most ``max_entries`` responses and, separately,
   ``max_entries`` conversations, evicting the least recently used (saved or
-  read); memory also keeps at most ``max_bytes`` in all. Redis leaves that bound to the server's ``maxmemory`` policy, and
-  rounds ``ttl`` up to whole seconds.
+  read); memory also keeps at most ``max_bytes`` in all. Redis leaves that
+  bound to the server's ``maxmemory`` policy, and rounds ``ttl`` up to whole
+  seconds.
 - Values must be JSON-serializable by orjson; they come back equal, not
   identical (a stored dict is never the caller's object).
 - Backend failures raise :class:`StoreError` (a ``CompatError``, HTTP 503;

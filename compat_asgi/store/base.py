@@ -30,7 +30,8 @@ class StoredResponse:
     response: dict[str, Any]  # the final Response object, exactly as returned to the client
     input_items: list[dict[str, Any]]  # the request's input items (with ids)
     # The encoded SSE stream as sent; None when not streamed; b"" when streamed
-    # but longer than the server records (no stream has zero events).
+    # but longer than the server records (no finished stream has zero events),
+    # or for a background run, none yet.
     events: bytes | None
     created_at: int
 

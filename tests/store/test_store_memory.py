@@ -92,13 +92,17 @@ def test_replacing_deleting_and_expiring_keep_the_byte_count_exact() -> None:
         await store.save(record("resp_2", 200 * KiB))
         await store.delete("resp_2", owner=None)
         await store.append_conversation("conv_1", [{"text": "a"}], owner=None)
+        await store.append_conversation("conv_2", [{"id": "x", "text": "b" * 1000}, {"id": "y"}], owner=None)
+        await store.delete_conversation_item("conv_2", "x", owner=None)
+        await store.append_conversation("conv_3", [{"id": "z", "text": "c" * 1000}], owner=None)
+        await store.delete_conversation("conv_3", owner=None)
         await store.save(record("resp_3", 300 * KiB))
         now[0] = 11.0
         await store.get("resp_3", owner=None)  # expired: dropped on sight
         return store._bytes
 
     remaining = run(scenario())
-    expected = len(encode_parts(record("resp_1", 10 * KiB))[0]) + len(b'{"text":"a"}')
+    expected = len(encode_parts(record("resp_1", 10 * KiB))[0]) + len(b'{"text":"a"}') + len(b'{"id":"y"}')
     assert remaining == expected
 
 
