@@ -458,6 +458,17 @@ class RedisStore:
                 attempt += 1
             except RedisError as exc:
                 raise self._error(command, exc) from None
+            except (AttributeError, TypeError) as exc:
+                # redis-py 8.1 lets a transport torn down under a pooled connection
+                # surface as these instead of ConnectionError (redis/redis-py#4287):
+                # one more try on a fresh connection, then a StoreError, never a 500.
+                if not _raised_in_redis(exc):
+                    raise
+                if attempt > 0 and not (self.url.mode in ("sentinel", "cluster") and time.monotonic() < deadline):
+                    raise StoreError(f"cannot connect to redis at {self.url}: {type(exc).__name__}: {exc}") from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                attempt += 1
 
     def _error(self, command: str, exc: Exception) -> StoreError:
         from redis.exceptions import ConnectionError, TimeoutError
@@ -469,6 +480,16 @@ class RedisStore:
         if isinstance(exc, _NotReplicated):
             return StoreError(f"redis at {self.url} did not replicate {command}: {exc}")
         return StoreError(f"redis at {self.url} refused {command}: {_message(exc)}")
+
+
+def _raised_in_redis(exc: BaseException) -> bool:
+    """Whether redis-py's own code raised ``exc`` (not a bug of ours passing through)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "/redis/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _error_code(exc: Exception) -> str:
