@@ -43,7 +43,8 @@ def test_redis_url_errors_never_echo_the_password(secret: str, scheme: str, tail
     from urllib.parse import quote
 
     encoded = quote(secret, safe="")
-    assume(secret not in tail and encoded not in tail and secret not in scheme)
+    # An "@" in the host part would make the password end at the last one (as it should).
+    assume(secret not in tail and encoded not in tail and secret not in scheme and "@" not in tail)
     url = f"{scheme}://user:{encoded}@{tail}"
     try:
         parsed = parse_redis_url(url)
