@@ -40,7 +40,6 @@ def main() -> None:
     parser.add_argument("kind", choices=["upstream", "bigtext", "middleware"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", metavar="URL")
-    parser.add_argument("--store", metavar="URL", help="middleware: a response store (default none)")
     parser.add_argument("--profile", metavar="PATH")
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--http", default="h11", choices=["h11", "httptools"])
