@@ -416,12 +416,7 @@ class ChatToResponses:
         """Close every part and item the client was shown, as ``incomplete``.
         Tool calls not yet announced were never shown and may be half-made:
         they are dropped, not closed (a client would run them)."""
-        if self._think is not None:
-            thought, answer = self._think.close()
-            if thought:
-                self._text_delta("reasoning", self._reasoning_kind, thought)
-            if answer:
-                self._text_delta("message", _OUTPUT_TEXT, answer)
+        self._flush_think()
         self._pending_calls.clear()
         self._calls.clear()
         self._close_text("incomplete")
@@ -594,14 +589,18 @@ class ChatToResponses:
         self._output[index] = final
         self._emit({"type": "response.output_item.done", "output_index": index, "item": final})
 
-    def _close_all(self, truncated: bool) -> None:
-        status = "incomplete" if truncated else "completed"
+    def _flush_think(self) -> None:
+        """Text held back while looking for a ``<think>`` tag goes out as what it was."""
         if self._think is not None:
             thought, answer = self._think.close()
             if thought:
                 self._text_delta("reasoning", self._reasoning_kind, thought)
             if answer:
                 self._text_delta("message", _OUTPUT_TEXT, answer)
+
+    def _close_all(self, truncated: bool) -> None:
+        status = "incomplete" if truncated else "completed"
+        self._flush_think()
         self._close_text(status)
         # Stable sort: calls that shared a chat index keep their arrival order.
         for call in sorted(self._pending_calls, key=_slot):

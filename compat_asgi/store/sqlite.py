@@ -415,7 +415,7 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
     try:
-        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        (mode,) = _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone(), busy_timeout)
         if mode != "wal":
             raise StoreError(f"SQLite store at {path} cannot use WAL mode (journal_mode={mode})")
         # WAL + NORMAL never corrupts; a power cut may lose the last commits, fine for this data.
@@ -423,7 +423,16 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
         # Short-lived keys only: a table older versions never read, so no schema version of its own.
-        conn.execute(_FLAGS)
+        # Created under BEGIN IMMEDIATE (which waits for the lock): a write in an implicit
+        # transaction can fail at once in WAL mode when another worker just wrote.
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flags'").fetchone() is None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_FLAGS)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
@@ -431,6 +440,21 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _retry_locked(run: Callable[[], Any], busy_timeout: float) -> Any:
+    """``run()``, again while SQLite says the database is locked, for up to
+    ``busy_timeout`` seconds: switching a new file to WAL takes an exclusive
+    lock that other workers opening it at the same moment may hold, and that
+    wait is not covered by SQLite's own busy handler."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
