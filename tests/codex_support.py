@@ -12,14 +12,13 @@ written, and a timeout, so a hung run fails instead of hanging the suite.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
+from support import missing
 
 from compat_asgi.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,11 +27,6 @@ CODEX_VERSION = "0.169.0"
 RUN_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    """A free port on 127.0.0.1, for a server started as a process."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def codex_binary() -> str:
@@ -46,9 +40,7 @@ def codex_binary() -> str:
         f"Codex CLI not found at {candidate}: run .ci/run, or "
         f"npm i -E @openai/codex@{CODEX_VERSION} and set COMPAT_ASGI_CODEX to its bin/codex"
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def config_toml(base_url: str, *, model: str = "demo", env_key: str | None = None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
+from support import free_port, missing
 
 from tiny_gguf import write_model
 
@@ -41,17 +40,10 @@ def llama_server_binary() -> Path:
     templates = [llama_dir() / "templates" / name for name in (HERMES_TEMPLATE, QWEN3_TEMPLATE)]
     if not path.is_file() or not all(t.is_file() for t in templates):
         reason = f"llama-server or its templates are not built ({path}); run scripts/build_llama_server.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + "; CI=true requires the real-backend tests")
-        pytest.skip(reason)
+        missing(reason)
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
-import pytest
+from support import free_port, missing
 
 REDIS_START_TIMEOUT = 10.0
 
@@ -19,18 +18,10 @@ def redis_server_binary() -> str:
     """The redis-server path; skip without it locally, fail under CI so a missing server is never silent."""
     path = shutil.which("redis-server")
     if path is None:
-        reason = "redis-server is not on PATH (apt-get install redis-server) so the Redis store tests cannot run"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + "; CI=true requires them")
-        pytest.skip(reason)
+        missing("redis-server is not on PATH (apt-get install redis-server) so the Redis store tests cannot run")
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_command(port: int, *args: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import socket
 import threading
 import time
@@ -35,6 +36,22 @@ TRANSPORTS = [
         ),
     ),
 ]
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1, for a server started as a process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def missing(reason: str) -> None:
+    """A real peer the tests drive (Redis, Codex, Chromium, llama-server) is not
+    installed: skip, except under CI=true, where ``.ci/run`` installs it and its
+    absence must fail rather than pass silently."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " (under CI=true, .ci/run must install it)")
+    pytest.skip(reason)
 
 
 @contextlib.contextmanager

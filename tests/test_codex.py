@@ -27,8 +27,8 @@ from compat_asgi import validate
 from compat_asgi.cli import create_app
 from compat_asgi.demo import DEMO_COMMAND, DEMO_PATCH_LINE, DemoChatApp
 from compat_asgi.middleware import CompatMiddleware
-from codex_support import Recorder, Workspace, codex_binary, config_toml, free_port
-from support import call, serve
+from codex_support import Recorder, Workspace, codex_binary, config_toml
+from support import call, free_port, serve
 
 ECHOED = DEMO_COMMAND.split()[-1]
 

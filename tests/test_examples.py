@@ -38,7 +38,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from support import serve
+from support import free_port, serve
 
 from compat_asgi import CompatMiddleware, translate
 from compat_asgi.demo import DemoChatApp
@@ -62,10 +62,6 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -19,8 +19,8 @@ import httpx
 import openai
 import orjson
 import pytest
-from redis_support import free_port, redis_command, redis_server
-from support import serve
+from redis_support import redis_command, redis_server
+from support import free_port, serve
 
 from compat_asgi import CompatMiddleware
 from compat_asgi.demo import DemoChatApp

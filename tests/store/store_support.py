@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from redis_support import free_port, redis_command, redis_server, redis_server_binary
+from redis_support import redis_command, redis_server, redis_server_binary
+from support import free_port
 
 from compat_asgi.store import DEFAULT_MAX_ENTRIES, DEFAULT_TTL, Store
 
