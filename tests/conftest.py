@@ -19,6 +19,7 @@ _STATE = tempfile.mkdtemp(prefix="compat-asgi-test-state-")
 os.environ["XDG_STATE_HOME"] = _STATE
 atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 
+from redis_support import redis_server  # noqa: E402
 from support import serve  # noqa: E402
 
 from compat_asgi import CompatMiddleware  # noqa: E402
@@ -64,3 +65,10 @@ def compat_url(request: pytest.FixtureRequest, demo_upstream: str) -> Iterator[s
         app = CompatMiddleware(upstream=demo_upstream)
     with serve(app) as url:
         yield url + "/v1"
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    """A redis-server of the test module's own (the store tests have theirs)."""
+    with redis_server() as port:
+        yield port

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from support import free_port, missing
 
 REDIS_START_TIMEOUT = 10.0
@@ -59,3 +61,16 @@ def redis_server(*extra_args: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def store_url(request: pytest.FixtureRequest, directory: Path) -> str:
+    """The store URL for ``request.param`` ("memory", "sqlite" or "redis"): a
+    SQLite file in ``directory``, or the module's redis-server (the
+    ``redis_port`` fixture), emptied first."""
+    if request.param == "redis":
+        port: int = request.getfixturevalue("redis_port")
+        redis_command(port, "FLUSHALL")
+        return f"redis://127.0.0.1:{port}/0"
+    if request.param == "sqlite":
+        return f"sqlite:///{directory / 'store.db'}"
+    return "memory"

@@ -14,7 +14,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from redis_support import redis_command, redis_server
+import redis_support
 from support import serve
 
 from compat_asgi import CompatMiddleware
@@ -54,21 +54,9 @@ class RecordingDemo:
         await self.demo(scope, again, send)
 
 
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    with redis_server() as port:
-        yield port
-
-
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        port: int = request.getfixturevalue("redis_port")
-        redis_command(port, "FLUSHALL")
-        return f"redis://127.0.0.1:{port}/0"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return "memory"
+    return redis_support.store_url(request, tmp_path)
 
 
 @pytest.fixture
@@ -197,7 +185,7 @@ def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_two_workers_sharing_redis_continue_each_others_chains(redis_port: int) -> None:
-    redis_command(redis_port, "FLUSHALL")
+    redis_support.redis_command(redis_port, "FLUSHALL")
     url = f"redis://127.0.0.1:{redis_port}/0"
     demo = RecordingDemo()
     with serve(CompatMiddleware(DemoChatApp(), store=url)) as one, serve(CompatMiddleware(demo, store=url)) as two:

@@ -5,7 +5,6 @@ into a later request's chat history, and ``context_management`` on create."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import openai
 import orjson
 import pytest
 from openai.types.responses import CompactedResponse
-from redis_support import redis_command, redis_server
+from redis_support import store_url
 from support import serve
 from test_stored import RecordingDemo
 
@@ -24,22 +23,9 @@ from compat_asgi.validate import assert_valid, validate_responses_sse
 RESTORED = "Summary of the earlier conversation:\n"
 
 
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    with redis_server() as port:
-        yield port
-
-
 @pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
 def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RecordingDemo, openai.OpenAI]]:
-    if request.param == "redis":
-        port: int = request.getfixturevalue("redis_port")
-        redis_command(port, "FLUSHALL")
-        store = f"redis://127.0.0.1:{port}/0"
-    elif request.param == "sqlite":
-        store = f"sqlite:///{Path(tmp_path_factory.mktemp('compact')) / 'store.db'}"
-    else:
-        store = "memory"
+    store = store_url(request, tmp_path_factory.mktemp("compact"))
     demo = RecordingDemo()
     with serve(CompatMiddleware(demo, store=store, reasoning_key="test-key")) as url:
         yield demo, openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)

@@ -6,37 +6,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from openai.types.conversations import Conversation, ConversationDeletedResource, ConversationItemList, Message
-from redis_support import redis_command, redis_server
+from redis_support import store_url
 from support import serve
 from test_stored import RecordingDemo
 
 from compat_asgi import CompatMiddleware
 
 
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    with redis_server() as port:
-        yield port
-
-
 @pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RecordingDemo, str]]:
     """One server per backend for the whole module, with two API keys (tests use fresh conversations)."""
-    if request.param == "redis":
-        port: int = request.getfixturevalue("redis_port")
-        redis_command(port, "FLUSHALL")
-        store = f"redis://127.0.0.1:{port}/0"
-    elif request.param == "sqlite":
-        store = f"sqlite:///{Path(tmp_path_factory.mktemp('conv')) / 'store.db'}"
-    else:
-        store = "memory"
+    store = store_url(request, tmp_path_factory.mktemp("conv"))
     demo = RecordingDemo()
     with serve(CompatMiddleware(demo, store=store, api_keys=["alice", "bob"])) as url:
         yield demo, url + "/v1"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,29 +16,16 @@ import orjson
 import pytest
 import respx
 from openai.types.responses import InputTokenCountResponse
-from redis_support import redis_command, redis_server
+from redis_support import store_url
 from support import call, serve
 from test_stored import WEATHER, RecordingDemo
 
 from compat_asgi import CompatMiddleware
 
 
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    with redis_server() as port:
-        yield port
-
-
 @pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
 def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RecordingDemo, openai.OpenAI]]:
-    if request.param == "redis":
-        port: int = request.getfixturevalue("redis_port")
-        redis_command(port, "FLUSHALL")
-        store = f"redis://127.0.0.1:{port}/0"
-    elif request.param == "sqlite":
-        store = f"sqlite:///{Path(tmp_path_factory.mktemp('tokens')) / 'store.db'}"
-    else:
-        store = "memory"
+    store = store_url(request, tmp_path_factory.mktemp("tokens"))
     demo = RecordingDemo()
     with serve(CompatMiddleware(demo, store=store)) as url:
         yield demo, openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
