@@ -12,12 +12,15 @@ import contextlib
 import importlib.util
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -52,6 +55,47 @@ def missing(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(reason + " (under CI=true, .ci/run must install it)")
     pytest.skip(reason)
+
+
+@dataclass
+class ServedCommand:
+    """A ``compat-asgi serve`` process: its URL, and once stopped what it wrote to stderr."""
+
+    url: str
+    stderr: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def serve_command(*args: str) -> Iterator[ServedCommand]:
+    """``compat-asgi serve *args`` started as a user would, as a process on a
+    free port (a memory store unless ``args`` name one). Yields once it answers
+    ``/healthz``; after the block it is stopped and ``stderr`` holds its lines."""
+    port = free_port()
+    store = () if "--store" in args else ("--store", "memory")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), *store, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    served = ServedCommand(f"http://127.0.0.1:{port}")
+    up = False
+    try:
+        deadline = time.monotonic() + 15
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                httpx.get(served.url + "/healthz", timeout=1)
+                up = True
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        if up:
+            yield served
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+        served.stderr = err.decode().splitlines()
+    if not up:
+        raise RuntimeError("compat-asgi serve did not start:\n" + "\n".join(served.stderr))
 
 
 @contextlib.contextmanager

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from support import TRANSPORTS, free_port
+from support import TRANSPORTS, serve_command
 
 from compat_asgi.cli import main
 
@@ -30,28 +27,8 @@ def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @contextmanager
 def cli_server(*args: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), "--log-level", "warning",
-         *(args if "--store" in args else ("--store", "memory", *args))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(url + "/v1/models", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(process.stdout.read().decode() if process.stdout else "no output")
-                time.sleep(0.05)
-        yield url + "/v1"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with serve_command("--log-level", "warning", *args) as served:
+        yield served.url + "/v1"
 
 
 def test_serve_runs_the_demo_backend_by_default() -> None:
@@ -106,32 +83,13 @@ def test_bad_arguments_exit_with_status_2(capsys: object) -> None:
 def _serve_and_read_stderr(*args: str, requests: int = 1) -> list[str]:
     """Start ``compat-asgi serve`` as a user would (default log level), send
     ``requests`` requests, stop it and return what it wrote to stderr."""
-    port = free_port()
-    store = () if "--store" in args else ("--store", "memory")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), *store, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
+    with serve_command(*args) as served:
         for _ in range(requests):
             # An unknown parameter (a 400 the user must be able to see) and
             # a path with a newline and a quote in it (percent-encoded).
-            httpx.post(url + "/v1/responses", json={"model": "demo", "input": "hi", "bogus\n": 1})
-            httpx.get(url + '/v1/responses/x%0Ainjected%22line')
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=10)
-    return err.decode().splitlines()
+            httpx.post(served.url + "/v1/responses", json={"model": "demo", "input": "hi", "bogus\n": 1})
+            httpx.get(served.url + '/v1/responses/x%0Ainjected%22line')
+    return served.stderr
 
 
 def test_serve_prints_one_access_line_per_request_to_stderr() -> None:

@@ -12,14 +12,10 @@ file for ``apply_patch``), and answers from tool results.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -28,7 +24,7 @@ from compat_asgi.cli import create_app
 from compat_asgi.demo import DEMO_COMMAND, DEMO_PATCH_LINE, DemoChatApp
 from compat_asgi.middleware import CompatMiddleware
 from codex_support import Recorder, Workspace, codex_binary, config_toml
-from support import call, free_port, serve
+from support import call, serve, serve_command
 
 ECHOED = DEMO_COMMAND.split()[-1]
 
@@ -309,28 +305,10 @@ def test_captured_codex_requests_replay_at_the_middleware(tmp_path: Path, server
 def test_compat_asgi_serve_with_codex_logs_each_request(tmp_path: Path, codex: str) -> None:
     """The command a user runs: ``compat-asgi serve`` as a process, its
     access log on stderr showing what of Codex's request it ignored."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compat_asgi", "serve", "--port", str(port), "--store", "memory"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
-        run = Workspace(tmp_path, url).exec("say hi")
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=10)
+    with serve_command() as served:
+        run = Workspace(tmp_path, served.url).exec("say hi")
     run.assert_ok()
-    [line] = [line for line in err.decode().splitlines() if line.startswith("POST /v1/responses ")]
+    [line] = [line for line in served.stderr if line.startswith("POST /v1/responses ")]
     assert line.startswith("POST /v1/responses 200 translated model=demo ")
     ignored = line.split(" ignored=", 1)[1].split(" ", 1)[0].strip('"').split(",")
     assert "client_metadata" in ignored

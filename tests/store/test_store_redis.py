@@ -11,18 +11,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import openai
-import orjson
 import pytest
 from redis_modes import Sentinel, TLSFiles, command_on, unix_connector, wait_until
 from store_support import free_port, redis_command, redis_server, redis_server_binary
 from support import serve
+from test_stored import RecordingDemo
 
 from compat_asgi import CompatMiddleware
-from compat_asgi.demo import DemoChatApp
 from compat_asgi.store import (
     RedisStore,
     StoredResponse,
@@ -31,7 +29,6 @@ from compat_asgi.store import (
     open_store,
 )
 from compat_asgi.store.redis_url import RedisURL, parse_redis_url
-from compat_asgi.types import Message, Receive, Scope, Send
 
 FAST = 0.5  # client timeout for the failure tests: they must end about this quickly
 
@@ -386,35 +383,10 @@ def test_cluster_spreads_keys_over_the_nodes(redis_cluster_url: str, redis_clust
 # Sentinel ------------------------------------------------------------------------------
 
 
-class LastMessages:
-    """The demo backend, remembering the chat messages of the last request."""
-
-    def __init__(self) -> None:
-        self.demo = DemoChatApp()
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
-            await self.demo(scope, receive, send)
-            return
-        message = await receive()
-        self.messages = orjson.loads(message["body"])["messages"]
-        replayed = False
-
-        async def again() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return message
-            return await receive()
-
-        await self.demo(scope, again, send)
-
-
 def test_sentinel_failover_in_the_middle_of_a_chain_loses_no_turn(redis_sentinel: Sentinel) -> None:
     redis_command(redis_sentinel.primary(), "FLUSHALL")
     before = redis_sentinel.primary()
-    backend = LastMessages()
+    backend = RecordingDemo()
     with serve(CompatMiddleware(backend, store=redis_sentinel.url())) as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=60)
         ids: list[str] = []
@@ -443,7 +415,7 @@ def test_sentinel_failover_in_the_middle_of_a_chain_loses_no_turn(redis_sentinel
         # Every acknowledged turn is on the new primary, and the chain resolves end to end.
         last = client.responses.create(model="demo", input="which turns?", previous_response_id=previous)
         assert last.status == "completed"
-        asked = [m["content"] for m in backend.messages if m["role"] == "user"]
+        asked = [m["content"] for m in backend.messages[-1] if m["role"] == "user"]
         assert asked == [f"turn {n}" for n in range(turns)] + ["which turns?"]
         for rid in ids:
             assert client.responses.retrieve(rid).id == rid
