@@ -63,6 +63,22 @@ def test_stream_asks_for_usage() -> None:
     assert result.chat == chat(stream=True, stream_options={"include_usage": True})
 
 
+# Echoed the same whatever the request says.
+ECHO_CONSTANTS = [
+    ("prompt_cache_retention", None),
+    ("presence_penalty", 0.0),
+    ("frequency_penalty", 0.0),
+    ("prompt", None),
+    ("access_programs", None),
+    ("image", None),
+    ("moderation", None),
+    ("input_transformations", None),
+    ("prompt_cache_options", None),
+    ("prompt_cache_diagnostics", None),
+    ("tool_usage", None),
+]
+
+
 def test_echo_defaults_in_openai_order() -> None:
     echo = responses_to_chat(body()).echo
     assert list(echo.items()) == [
@@ -88,33 +104,10 @@ def test_echo_defaults_in_openai_order() -> None:
         ("prompt_cache_key", None),
         ("safety_identifier", None),
         ("conversation", None),
-        ("prompt_cache_retention", None),
-        ("presence_penalty", 0.0),
-        ("frequency_penalty", 0.0),
-        ("prompt", None),
-        ("access_programs", None),
-        ("image", None),
-        ("moderation", None),
-        ("input_transformations", None),
-        ("prompt_cache_options", None),
-        ("prompt_cache_diagnostics", None),
-        ("tool_usage", None),
+        *ECHO_CONSTANTS,
     ]
 
 
-ECHO_CONSTANTS = [
-        ("prompt_cache_retention", None),
-        ("presence_penalty", 0.0),
-        ("frequency_penalty", 0.0),
-        ("prompt", None),
-        ("access_programs", None),
-        ("image", None),
-        ("moderation", None),
-        ("input_transformations", None),
-        ("prompt_cache_options", None),
-        ("prompt_cache_diagnostics", None),
-        ("tool_usage", None),
-]
 
 
 def test_echo_carries_request_values() -> None:
