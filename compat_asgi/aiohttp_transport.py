@@ -115,7 +115,8 @@ class FastTransport(AiohttpTransport):  # type: ignore[misc,unused-ignore]
             self._slots = asyncio.Semaphore(self.limits.max_connections or 1 << 30)
         timeout = request.extensions.get("timeout", {})
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout.get("pool"))
+            async with asyncio.timeout(timeout.get("pool")):
+                await self._slots.acquire()
         except TimeoutError:
             raise httpx.PoolTimeout("no connection came free in the pool timeout") from None
         try:

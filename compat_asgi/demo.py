@@ -30,6 +30,7 @@ image parts as ``[image]``, ``nothing`` if empty):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import re
@@ -244,11 +245,10 @@ class DemoChatApp:
 
     async def _pause(self, disconnected: asyncio.Event) -> None:
         if self.word_delay > 0:
-            try:
-                # Wake early on disconnect instead of sleeping it out.
-                await asyncio.wait_for(disconnected.wait(), self.word_delay)
-            except asyncio.TimeoutError:
-                pass
+            # Wake early on disconnect instead of sleeping it out.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.word_delay):
+                    await disconnected.wait()
         else:
             # Yield even without a delay: lets the disconnect watcher run and
             # keeps one long stream from starving the event loop.

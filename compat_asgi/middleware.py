@@ -545,8 +545,9 @@ _SECURITY_HEADERS: Headers = [(b"x-content-type-options", b"nosniff")]
 async def _reachable(upstream: Upstream) -> bool:
     """Whether the upstream answers HTTP at all (any status counts)."""
     try:
-        response = await asyncio.wait_for(upstream.request("GET", "/v1/models", [], b""), _READY_TIMEOUT)
-    except (CompatError, asyncio.TimeoutError):
+        async with asyncio.timeout(_READY_TIMEOUT):
+            response = await upstream.request("GET", "/v1/models", [], b"")
+    except (CompatError, TimeoutError):
         return False
     await response.aclose()
     return True

@@ -61,13 +61,23 @@ class _Run:
     turn: Turn
     task: asyncio.Task[None] | None = None
     sent: list[bytes] = field(default_factory=list)  # encoded event batches, in order
-    cancelling: bool = False
+    cancelling: bool = False  # a client asked: the run ends ``cancelled``
+    closing: bool = False  # this worker shuts down: the run ends ``failed``
+    ended: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cancel(self) -> None:
         if self.task is not None and not self.cancelling:
             self.cancelling = True
             self.task.cancel()
+
+    def checkpoint(self) -> None:
+        """Raise the cancellation that was asked for, should it have been lost:
+        on Python 3.11, ``asyncio.wait_for`` (which redis-py awaits every
+        command through) drops a cancel that arrives as its inner await
+        completes, and the run would go on to the end."""
+        if self.cancelling or self.closing:
+            raise asyncio.CancelledError
 
 
 class BackgroundRuns:
@@ -160,12 +170,14 @@ class BackgroundRuns:
             try:
                 async with contextlib.aclosing(events):
                     async for batch in events:
+                        run.checkpoint()
                         if not batch:
                             continue
                         self._sent(run, batch)
                         # The translator stores the final response itself, before its last batch.
                         if not core.done and loop.time() - saved >= POLL_INTERVAL:
                             await self._save_progress(run)
+                            run.checkpoint()
                             saved = loop.time()
             except CompatError as exc:  # refused upstream before streaming: the response exists, so it failed
                 self._sent(run, core.start() + core.fail(exc))
@@ -182,6 +194,7 @@ class BackgroundRuns:
         except Exception:
             logger.exception("background response %s failed", run.record.id)
         finally:
+            run.ended = True
             watcher.cancel()
             self._runs.pop(run.record.id, None)
             run.changed.set()
@@ -225,7 +238,7 @@ class BackgroundRuns:
         loop = asyncio.get_running_loop()
         renewed = loop.time()
         key = run.record.id
-        while True:
+        while not run.ended:  # not only a cancel: one that reaches us inside redis-py may be lost
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 if loop.time() - renewed >= self._lease / 3:
@@ -332,7 +345,8 @@ class BackgroundRuns:
                     break
                 if waiter is not None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter.wait(), POLL_INTERVAL)
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await waiter.wait()
                 else:
                     await asyncio.sleep(POLL_INTERVAL)
         finally:
@@ -379,8 +393,8 @@ class BackgroundRuns:
         while True:
             run = self._runs.get(response_id)
             if run is not None and run.task is not None:
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(run.task), max(0.0, deadline - loop.time()))
+                # asyncio.wait neither cancels the run nor swallows our own cancellation.
+                await asyncio.wait([run.task], timeout=max(0.0, deadline - loop.time()))
             record = await self._current(response_id, owner)
             if record is None or record.response.get("status") not in _RUNNING or loop.time() >= deadline:
                 return record
@@ -390,6 +404,7 @@ class BackgroundRuns:
         """Shutting down: this worker's runs end ``failed`` now rather than when their leases run out."""
         for run in list(self._runs.values()):
             if run.task is not None:
+                run.closing = True
                 run.task.cancel()
             with contextlib.suppress(BaseException):
                 if run.task is not None:

@@ -25,6 +25,8 @@ from support import free_port, serve
 from compat_asgi import CompatMiddleware
 from compat_asgi.demo import DemoChatApp
 from compat_asgi.endpoints.background import POLL_INTERVAL
+from compat_asgi.store.base import StoredResponse
+from compat_asgi.store.memory import MemoryStore
 from compat_asgi.types import Message, Receive, Scope, Send
 from compat_asgi.validate import assert_valid, parse_sse, validate_responses_sse
 
@@ -185,6 +187,55 @@ def test_cancel_stops_the_upstream_and_ends_cancelled(server: str, demo: Watched
         client.responses.cancel(plain.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.cancel("resp_missing")
+
+
+class CancelLosingStore(MemoryStore):
+    """A store that loses the cancellations reaching it, as redis-py's commands
+    do on Python 3.11 (``asyncio.wait_for`` hands back the finished command and
+    drops the cancel): the run's second progress write waits for the cancel and
+    swallows it, once the run's lease renewer sits in a flag read that will
+    swallow its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress_writes = 0
+        self.lost = False
+        self.renewer_waiting = asyncio.Event()
+        self.flag_reads = 0
+
+    async def save(self, record: StoredResponse) -> None:
+        if record.response.get("status") == "in_progress":
+            self.progress_writes += 1
+            if self.progress_writes == 2:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(30)
+                self.lost = True
+                await self.renewer_waiting.wait()
+        await super().save(record)
+
+    async def get_flag(self, key: str) -> bytes | None:
+        self.flag_reads += 1
+        if self.lost:
+            self.renewer_waiting.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+        return await super().get_flag(key)
+
+
+def test_a_cancel_lost_inside_the_store_still_stops_the_run() -> None:
+    demo, store = WatchedDemo(), CancelLosingStore()
+    with serve(CompatMiddleware(demo, store=store)) as url:
+        client = sdk(url + "/v1")
+        created = client.responses.create(model="demo", input=LONG, background=True)
+        wait_for(client, created.id, until=lambda r: store.progress_writes == 2)  # the run waits in the store
+        started = time.monotonic()
+        assert client.responses.cancel(created.id).status == "cancelled"
+        assert time.monotonic() - started < 2  # stopped, not run out to its end
+        assert demo.ended[-1]
+        assert store.lost
+        reads = store.flag_reads
+        time.sleep(3 * POLL_INTERVAL)
+        assert store.flag_reads == reads  # the run's lease renewer stopped with it
 
 
 def test_running_background_work_is_bounded(server: str) -> None:
