@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -79,6 +80,9 @@ class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 
 
+BODY_SLICE: Final = 256 << 10  # bytes: larger bodies go to the server in slices of this size
+
+
 class Responder:
     """Wraps ``send`` for one request: knows whether the response started,
     whether the client left, and when a body was last sent (for keepalives)."""
@@ -104,10 +108,26 @@ class Responder:
     async def body(self, body: bytes, *, more_body: bool = True) -> None:
         # The keepalive ticker sends from another task; one send at a time.
         async with self._lock:
+            if len(body) > BODY_SLICE:
+                body = await self._send_slices(body)
             await self._send({"type": "http.response.body", "body": body, "more_body": more_body})
         self.last_sent = asyncio.get_running_loop().time()
         if not more_body:
             self.finished = True
+
+    async def _send_slices(self, body: bytes) -> bytes:
+        """Send all of a large body but its last slice, which is returned.
+
+        The server frames each message (a chunk header: a copy) and buffers
+        what the socket does not take at once (another copy): sent whole, a
+        long answer would be copied twice over at once; sliced, a slice at a
+        time, while the server's flow control paces us."""
+        view = memoryview(body)
+        end = len(body) - BODY_SLICE
+        for start in range(0, end, BODY_SLICE):
+            piece = bytes(view[start : min(start + BODY_SLICE, end)])
+            await self._send({"type": "http.response.body", "body": piece, "more_body": True})
+        return bytes(view[max(end, 0) :])
 
     async def send_json(self, status: int, payload: Any) -> None:
         body = orjson.dumps(payload)
@@ -283,17 +303,29 @@ class StreamTranslator(Protocol):
         """A ``feed`` or ``close`` that raised had produced output first; ``fail`` returns it."""
         ...
 
-    def close(self) -> bytes:
-        """The upstream body ended. Raises :class:`CompatError` if it ended too early."""
+    def close(self) -> Iterable[bytes]:
+        """The upstream body ended: the last bytes, in pieces the client is sent
+        one body message each (so that final events which each carry a whole
+        long answer are never joined into one body). Raises
+        :class:`CompatError` if it ended too early."""
         ...
 
-    def fail(self, error: CompatError) -> bytes:
-        """The output still pending, what closes the open structure, then the error."""
+    def fail(self, error: CompatError) -> Iterable[bytes]:
+        """The output still pending, what closes the open structure, then the error, in pieces."""
         ...
 
     def interrupt(self) -> bytes:
         """The client left: end the stream for the record (what is stored), not for the client."""
         ...
+
+
+async def _send_last(responder: Responder, pieces: Iterable[bytes]) -> None:
+    """Each piece its own body message, none joined to another (nor kept for
+    a look-ahead: each may be made only as it is taken), then the body's end."""
+    for piece in pieces:
+        if piece:
+            await responder.body(piece)
+    await responder.body(b"", more_body=False)
 
 
 _DRAIN_BYTES = 64 << 10
@@ -368,14 +400,14 @@ async def pump(
                         await responder.body(out)
                     if translator.finished:
                         break
-            tail = head + translator.close()
+            tail = translator.close()
         except CompatError as exc:
-            tail = head + translator.fail(exc)
+            tail = translator.fail(exc)
         ticker.cancel()
         ended = True  # on_end runs once: a disconnect now must not store a second copy
         if on_end is not None:
             await on_end()
-        await responder.body(tail, more_body=False)
+        await _send_last(responder, itertools.chain((head,), tail))
         if translator.finished:
             await _drain(chunks)
     except asyncio.CancelledError:

@@ -18,6 +18,7 @@ import redis_support
 from support import serve
 
 from compat_asgi import CompatMiddleware
+from compat_asgi.asgi import BODY_SLICE
 from compat_asgi.demo import DemoChatApp
 from compat_asgi.types import Message, Receive, Scope, Send
 from compat_asgi.validate import assert_valid, validate_responses_sse
@@ -274,6 +275,41 @@ def test_stored_events_over_the_cap_are_not_kept_and_replay_says_so(store_url: s
 
     stored = asyncio.run(retrieve())
     assert stored["status"] == "completed" and stored["output"][0]["content"][0]["text"] == "word " * 200
+
+
+def test_a_long_answers_closing_events_go_out_one_at_a_time_in_slices() -> None:
+    """Four closing events each carry the whole text: they are never joined
+    into one body message, nor sent in messages larger than a slice; and as
+    they cannot fit the recording (the deltas alone would), the stream is
+    stored without events."""
+    from support import call, http_scope
+
+    piece = "abcdefghij" * 500
+    text = piece * 100  # 500 KB, longer than a slice
+    app = CompatMiddleware(LongAnswer(100, piece), store="memory", max_recorded_events=1 << 20)
+    created = asyncio.run(call(app, "POST", "/v1/responses", {"model": "long", "input": "go", "stream": True}))
+    streamed = b"".join(created.bodies)
+    assert_valid(validate_responses_sse(streamed))
+    events = [json.loads(line[6:]) for line in streamed.split(b"\n") if line.startswith(b"data: ")]
+    closing = ("response.output_text.done", "response.content_part.done", "response.output_item.done")
+    assert [e["type"] for e in events[-4:]] == [*closing, "response.completed"]
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == text
+    assert streamed.count(text.encode()) == 4
+    assert max(map(len, created.bodies)) <= BODY_SLICE < len(text)
+    assert len(streamed) - 4 * len(text) < 1 << 20 < len(streamed)
+    scope = http_scope("GET", f"/v1/responses/{events[-1]['response']['id']}")
+    scope["query_string"] = b"stream=true"
+    replay = asyncio.run(call(app, "GET", scope["path"], scope=scope))
+    assert replay.status == 400 and replay.json()["error"]["param"] == "stream"
+
+
+def test_a_long_answer_not_streamed_goes_out_in_slices() -> None:
+    from support import call
+
+    app = CompatMiddleware(LongAnswer(200, "0123456789" * 500), store="memory")
+    answer = asyncio.run(call(app, "POST", "/v1/responses", {"model": "long", "input": "go"}))
+    assert answer.status == 200 and len(answer.bodies) >= 4 and max(map(len, answer.bodies)) == BODY_SLICE
+    assert answer.json()["output"][0]["content"][0]["text"] == "0123456789" * 500 * 200
 
 
 @pytest.mark.parametrize("store_url", ["memory", "sqlite"], indirect=True)

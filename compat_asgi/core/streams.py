@@ -238,6 +238,16 @@ class ChatToResponses:
         :meth:`fail` returns them before the failure events."""
         return bool(self._out)
 
+    def done_items(self) -> list[dict[str, Any]]:
+        """The items closed so far, in output order: the output of the response as it is now."""
+        return [item for item in self._output if item is not None]
+
+    @property
+    def finishing(self) -> bool:
+        """A ``finish_reason`` came: every item was closed, and those ``.done``
+        events each carry the item's whole text; what is left is the terminal event."""
+        return self._finish_reason is not None
+
     def start(self) -> list[Event]:
         for kind in ("response.created", "response.in_progress"):
             self._emit({"type": kind, "response": {**self.response, "output": []}})
@@ -326,7 +336,7 @@ class ChatToResponses:
         self._close_all(incomplete is not None)
         response = self.response
         finish_response(response, status, incomplete, self._clock() if self._clock else None)
-        response["output"] = [item for item in self._output if item is not None]
+        response["output"] = self.done_items()
         response["usage"] = map_usage(self._usage)
         self._emit({"type": f"response.{status}", "response": response})
         self.done = True
@@ -350,7 +360,7 @@ class ChatToResponses:
         response = self.response
         response["status"] = "failed"
         response["error"] = {"code": response_error_code(code), "message": error.message}
-        response["output"] = [item for item in self._output if item is not None]
+        response["output"] = self.done_items()
         response["usage"] = map_usage(self._usage) if self._usage else None
         self._emit({"type": "response.failed", "response": response})
         self.done = True
@@ -373,7 +383,7 @@ class ChatToResponses:
         response = self.response
         response["status"] = "incomplete"
         response["incomplete_details"] = {"reason": INTERRUPTED}
-        response["output"] = [item for item in self._output if item is not None]
+        response["output"] = self.done_items()
         response["usage"] = map_usage(self._usage)
         self._emit({"type": "response.incomplete", "response": response})
         self.done = True
@@ -389,7 +399,7 @@ class ChatToResponses:
         self._close_open()
         response = self.response
         response["status"] = "cancelled"
-        response["output"] = [item for item in self._output if item is not None]
+        response["output"] = self.done_items()
         response["usage"] = map_usage(self._usage) if self._usage else None
         self.done = True
         return self._take()

@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import itertools
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +31,7 @@ from compat_asgi.core.streams import Event
 from compat_asgi.endpoints import Call
 from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
 from compat_asgi.endpoints.routes import Route
-from compat_asgi.endpoints.stored import StoredResponses, _bool_param, _int_param, query_params
+from compat_asgi.endpoints.stored import StoredResponses, _bool_param, _int_param, not_recorded, query_params
 from compat_asgi.errors import CompatError, InvalidRequest, ServerBusy
 from compat_asgi.settings import Settings
 from compat_asgi.store import Store, StoredResponse
@@ -60,7 +62,12 @@ class _Run:
     record: StoredResponse
     turn: Turn
     task: asyncio.Task[None] | None = None
-    sent: list[bytes] = field(default_factory=list)  # encoded event batches, in order
+    # The encoded event batches sent, newest last, as (events, bytes): at most
+    # max_recorded_events bytes of them (the oldest go first), for followers.
+    sent: deque[tuple[int, bytes]] = field(default_factory=deque)
+    recorded: int = 0  # bytes in ``sent``
+    first: int = 0  # batches that left ``sent``: past the cap, no replay from the start
+    skipped: int = 0  # events in those batches
     cancelling: bool = False  # a client asked: the run ends ``cancelled``
     closing: bool = False  # this worker shuts down: the run ends ``failed``
     ended: bool = False
@@ -70,6 +77,12 @@ class _Run:
         if self.task is not None and not self.cancelling:
             self.cancelling = True
             self.task.cancel()
+
+    def events(self) -> bytes | None:
+        """What to store as the events: all of them, or ``b""`` once some were let go."""
+        if self.first:
+            return b""
+        return b"".join(data for _, data in self.sent) if self.sent else None
 
     def checkpoint(self) -> None:
         """Raise the cancellation that was asked for, should it have been lost:
@@ -142,7 +155,7 @@ class BackgroundRuns:
             owner=call.owner,
             response=queued,
             input_items=turn.items,
-            events=b"",
+            events=None,  # none yet (b"" would say: more than are recorded)
             created_at=turn.response["created_at"],
         )
         try:
@@ -200,7 +213,14 @@ class BackgroundRuns:
             run.changed.set()
 
     def _sent(self, run: _Run, batch: list[Event]) -> None:
-        run.sent.append(encode_events(batch))
+        data = encode_events(batch)
+        run.sent.append((len(batch), data))
+        run.recorded += len(data)
+        while run.recorded > self.settings.max_recorded_events and len(run.sent) > 1:
+            count, old = run.sent.popleft()
+            run.recorded -= len(old)
+            run.first += 1
+            run.skipped += count
         run.changed.set()
         run.changed = asyncio.Event()
 
@@ -210,15 +230,16 @@ class BackgroundRuns:
             owner=run.record.owner,
             response=response,
             input_items=run.record.input_items,
-            events=b"".join(run.sent),
+            events=run.events(),
             created_at=run.record.created_at,
         )
 
     def _progress(self, run: _Run) -> dict[str, Any]:
-        assert run.turn.response is not None
-        if run.turn.core is not None and run.turn.core.done:
+        core = run.turn.core
+        assert run.turn.response is not None and core is not None
+        if core.done:
             return run.turn.response
-        return {**run.turn.response, "output": _done_items(run.sent)}
+        return {**run.turn.response, "output": core.done_items()}
 
     async def _save_progress(self, run: _Run) -> None:
         try:
@@ -269,25 +290,23 @@ class BackgroundRuns:
         return await self._fail_abandoned(record)
 
     async def _fail_abandoned(self, record: StoredResponse, message: str = _ABANDONED) -> StoredResponse:
-        events = record.events or b""
-        count = len(SSEDecoder().feed(events + b"\n\n"))
-        sent = [events]
-        response = {
-            **record.response,
-            "status": "failed",
-            "error": {"code": "server_error", "message": message},
-            "output": _done_items(sent),
-        }
-        tail: list[Event] = [
-            {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": count},
-            {"type": "response.failed", "response": response, "sequence_number": count + 1},
-        ]
+        events = record.events
+        response = {**record.response, "status": "failed", "error": {"code": "server_error", "message": message}}
+        if events != b"":  # not past the recording cap: the events end as the response does
+            events = events or b""
+            count = len(SSEDecoder().feed(events + b"\n\n"))
+            response["output"] = _done_items(events)
+            tail: list[Event] = [
+                {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": count},
+                {"type": "response.failed", "response": response, "sequence_number": count + 1},
+            ]
+            events += encode_events(tail)
         failed = StoredResponse(
             id=record.id,
             owner=record.owner,
             response=response,
             input_items=record.input_items,
-            events=events + encode_events(tail),
+            events=events,
             created_at=record.created_at,
         )
         await self.store.save(failed)
@@ -309,49 +328,73 @@ class BackgroundRuns:
 
     async def _follow(self, call: Call, responder: Responder, response_id: str, starting_after: int) -> None:
         """Stream the run's events after ``starting_after`` as they come, from
-        this worker's memory when it runs here, else by polling the store."""
+        this worker's memory when it runs here, else by polling the store.
+
+        Past ``max_recorded_events`` bytes of events a run keeps only the
+        latest for its followers and stores none: following it from before
+        those is refused (400) like replaying it; a follower that falls that
+        far behind has its stream ended, and resuming it gets the 400."""
         skip = starting_after + 1
-        offset = 0  # bytes of the encoded stream already read
-        batches = 0  # of a local run's batches, those already read
+        run = self._runs.get(response_id)
+        if run is not None:
+            if skip < run.skipped:
+                raise not_recorded(response_id)
+            await self._stream(responder, self._from_run(run, skip - run.skipped))
+            return
+        record = await self._current(response_id, call.owner)
+        if record is not None and record.events == b"":
+            raise not_recorded(response_id)
+        await self._stream(responder, self._from_store(call, response_id, skip))
+
+    async def _stream(self, responder: Responder, pieces: AsyncGenerator[bytes, None]) -> None:
         await responder.start(200, SSE_HEADERS)
         ticker = asyncio.create_task(responder.keepalive(self.settings.keepalive_interval))
         try:
-            while True:
-                run = self._runs.get(response_id)
-                waiter: asyncio.Event | None = None
-                if run is not None:
-                    waiter, done = run.changed, False
-                    fresh = b"".join(run.sent[batches:])
-                    batches = len(run.sent)
-                else:
-                    record = await self._current(response_id, call.owner)
-                    if record is None:
-                        break
-                    done = record.response.get("status") not in _RUNNING
-                    # The stored stream is the same bytes as the batches, so offsets carry over.
-                    fresh = (record.events or b"")[offset:]
-                if fresh:
-                    offset += len(fresh)
-                    events = SSEDecoder().feed(fresh + b"\n\n")
-                    chosen, skip = events[skip:], max(0, skip - len(events))
-                    if chosen:
-                        await responder.body(
-                            b"".join(
-                                b"event: " + (event.event or b"message") + b"\ndata: " + event.data + b"\n\n"
-                                for event in chosen
-                            )
-                        )
-                if done:
-                    break
-                if waiter is not None:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(POLL_INTERVAL):
-                            await waiter.wait()
-                else:
-                    await asyncio.sleep(POLL_INTERVAL)
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    await responder.body(piece)
         finally:
             ticker.cancel()
         await responder.body(b"", more_body=False)
+
+    async def _from_run(self, run: _Run, skip: int) -> AsyncGenerator[bytes, None]:
+        """A run of this worker, from its memory, to its end: ``skip`` events of
+        its batches in memory first left out."""
+        batch = run.first  # the next batch to send, counted from the run's start
+        while batch >= run.first:  # else this follower fell behind what is kept
+            ended, waiter = run.ended, run.changed
+            fresh = list(itertools.islice(run.sent, batch - run.first, None))
+            batch += len(fresh)
+            for count, data in fresh:
+                if skip >= count:
+                    skip -= count
+                    continue
+                yield _events_after(data, skip)
+                skip = 0
+            if ended:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await waiter.wait()
+
+    async def _from_store(self, call: Call, response_id: str, skip: int) -> AsyncGenerator[bytes, None]:
+        """A run of another worker (or one that ended), by polling the store."""
+        offset = 0  # bytes of the stored stream already read
+        while True:
+            record = await self._current(response_id, call.owner)
+            if record is None:
+                return
+            done = record.response.get("status") not in _RUNNING
+            fresh = (record.events or b"")[offset:]
+            if fresh:
+                offset += len(fresh)
+                count = fresh.count(b"\n\n")  # each event ends with the one blank line
+                if skip < count:
+                    yield _events_after(fresh, skip)
+                skip = max(0, skip - count)
+            if done:
+                return
+            await asyncio.sleep(POLL_INTERVAL)
 
     async def cancel(self, call: Call, responder: Responder) -> None:
         response_id = call.params["response_id"]
@@ -415,10 +458,20 @@ class BackgroundRuns:
         self._runs.clear()
 
 
-def _done_items(sent: list[bytes]) -> list[dict[str, Any]]:
-    """The output items whose ``output_item.done`` event was sent, in order."""
+def _events_after(data: bytes, skip: int) -> bytes:
+    """Encoded events without their first ``skip``."""
+    if not skip:
+        return data
+    start = 0
+    for _ in range(skip):
+        start = data.index(b"\n\n", start) + 2
+    return data[start:]
+
+
+def _done_items(events: bytes) -> list[dict[str, Any]]:
+    """The output items whose ``output_item.done`` event is in ``events``, in order."""
     items = []
-    for event in SSEDecoder().feed(b"".join(sent) + b"\n\n"):
+    for event in SSEDecoder().feed(events + b"\n\n"):
         if event.event == b"response.output_item.done":
             items.append(orjson.loads(event.data)["item"])
     return items

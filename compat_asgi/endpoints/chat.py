@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from compat_asgi.asgi import (
     SSE_HEADERS,
@@ -52,17 +53,17 @@ class _EncodedChat:
     def feed(self, data: bytes) -> bytes:
         return encode_chunks(self.core.feed_bytes(data))
 
-    def close(self) -> bytes:
+    def close(self) -> Iterable[bytes]:
         tail = encode_chunks(self.core.close()) + DONE_FRAME
         if self.core.ignored_events:
             # Hosted-tool progress, annotations ...: no chat equivalent, but not silently lost.
             logger.info("%d upstream Responses events have no chat equivalent", self.core.ignored_events)
-        return tail
+        return (tail,)
 
-    def fail(self, error: CompatError) -> bytes:
+    def fail(self, error: CompatError) -> Iterable[bytes]:
         # The chunks before the fault, then the error object and no [DONE]:
         # the OpenAI SDK raises APIError on it, after the text it already yielded.
-        return encode_chunks(self.core.fail(error))
+        return (encode_chunks(self.core.fail(error)),)
 
     def interrupt(self) -> bytes:
         return b""  # nothing of a chat completion is kept

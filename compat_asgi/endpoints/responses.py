@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,7 +17,7 @@ from compat_asgi.asgi import (
 )
 from compat_asgi.core.requests import TranslatedRequest, responses_to_chat
 from compat_asgi.core.responses import chat_completion_to_response, new_response
-from compat_asgi.core.sse import encode_events
+from compat_asgi.core.sse import encode_event, encode_events
 from compat_asgi.core.streams import ChatToResponses, Event, completion_to_chunk
 from compat_asgi.endpoints import Call, post_json, report_ignored
 from compat_asgi.endpoints.history import (
@@ -37,12 +37,49 @@ logger = logging.getLogger("compat_asgi")
 CHAT_PATH = "/v1/chat/completions"
 
 
+class _Recording:
+    """The encoded events of a response to be stored for replay, up to
+    ``limit`` bytes: past that it keeps none (``dropped``), as a replay
+    missing events would be wrong."""
+
+    __slots__ = ("pieces", "size", "limit", "dropped")
+
+    def __init__(self, limit: int) -> None:
+        self.pieces: list[bytes] | None = []
+        self.size = 0
+        self.limit = limit
+        self.dropped = False
+
+    def keep(self, data: bytes) -> None:
+        if self.pieces is not None and data:
+            self.size += len(data)
+            if self.size > self.limit:
+                self.drop()
+            else:
+                self.pieces.append(data)
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes would fit; if not, the recording is dropped now."""
+        if self.pieces is not None and self.size + size > self.limit:
+            self.drop()
+        return self.pieces is not None
+
+    def drop(self) -> None:
+        self.pieces = None
+        self.dropped = True
+
+    def events(self) -> bytes:
+        """What to store as the events (``b""``: over the cap), releasing the pieces."""
+        events = b"".join(self.pieces) if self.pieces is not None else b""
+        self.pieces = None
+        return events
+
+
 class _EncodedStream:
     """:class:`ChatToResponses` as the shell's byte-level StreamTranslator,
-    keeping what it sent when the response is to be stored for replay, up to
-    ``max_recorded`` bytes: past that it keeps nothing (``dropped``)."""
+    keeping what it sent when the response is to be stored for replay."""
 
-    __slots__ = ("core", "sent", "first", "recorded", "max_recorded", "dropped")
+    __slots__ = ("core", "recording", "first", "held")
 
     def __init__(
         self,
@@ -53,21 +90,13 @@ class _EncodedStream:
         first: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.core = core
-        self.sent: list[bytes] | None = [] if record else None
+        self.recording = _Recording(max_recorded) if record else None
         self.first = first  # finished items that open the output (a compaction)
-        self.recorded = 0
-        self.max_recorded = max_recorded
-        self.dropped = False
+        self.held: list[Event] = []  # the closing events, sent with the terminal one
 
     def events(self) -> bytes | None:
-        """What to store as the events (``b""``: streamed, but over the cap), releasing the pieces."""
-        if self.dropped:
-            return b""
-        if self.sent is None:
-            return None
-        events = b"".join(self.sent)
-        self.sent = None
-        return events
+        """What to store as the events (None: none recorded), releasing them."""
+        return None if self.recording is None else self.recording.events()
 
     @property
     def finished(self) -> bool:
@@ -75,16 +104,11 @@ class _EncodedStream:
 
     @property
     def pending(self) -> bool:
-        return self.core.pending
+        return self.core.pending or bool(self.held)
 
     def keep(self, data: bytes) -> bytes:
-        if self.sent is not None and data:
-            self.recorded += len(data)
-            if self.recorded > self.max_recorded:
-                self.sent = None  # a replay missing events would be wrong: keep none
-                self.dropped = True
-            else:
-                self.sent.append(data)
+        if self.recording is not None:
+            self.recording.keep(data)
         return data
 
     def start(self) -> bytes:
@@ -94,16 +118,53 @@ class _EncodedStream:
         return self.keep(encode_events(events))
 
     def feed(self, data: bytes) -> bytes:
-        return self.keep(encode_events(self.core.feed_bytes(data)))
+        events = self.core.feed_bytes(data)
+        if self.core.finishing:
+            # The items' closing events: each carries its item's whole text.
+            # They go out with the terminal event, one body message each.
+            self.held += events
+            return b""
+        return self.keep(encode_events(events))
 
-    def close(self) -> bytes:
-        return self.keep(encode_events(self.core.close()))
+    def close(self) -> Iterable[bytes]:
+        return self._pieces(self.core.close())
 
-    def fail(self, error: CompatError) -> bytes:
-        return self.keep(encode_events(self.core.fail(error)))
+    def fail(self, error: CompatError) -> Iterable[bytes]:
+        return self._pieces(self.core.fail(error))
+
+    def _pieces(self, events: list[Event]) -> Iterable[bytes]:
+        """The last events, one piece each: of a long answer, four of them
+        carry the whole text. Unless they are to be recorded, each is encoded
+        only as it is sent, so that one at a time is alive as bytes."""
+        events, self.held = self.held + events, []
+        # Known before encoding them (their text alone is that long): they would not fit the recording.
+        if self.recording is None or not self.recording.fits(_text_size(events)):
+            return map(encode_event, events)
+        return [self.keep(encode_event(event)) for event in events]
 
     def interrupt(self) -> bytes:
         return self.keep(encode_events(self.core.interrupt()))
+
+
+def _warn_if_dropped(response_id: str, recording: _Recording | None) -> None:
+    if recording is not None and recording.dropped:
+        logger.warning(
+            "%s streamed more than %d bytes of events: stored without them (no replay)",
+            response_id,
+            recording.limit,
+        )
+
+
+def _text_size(value: Any) -> int:
+    """The characters of every string in ``value``: a lower bound, cheap to
+    take, of the bytes its JSON takes."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_size(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(_text_size(item) for item in value)
+    return 0
 
 
 @dataclass(slots=True)
@@ -228,14 +289,10 @@ class ResponsesOverChat:
 
             async def save() -> None:
                 if keep:
-                    if stream.dropped:
-                        logger.warning(
-                            "%s streamed more than %d bytes of events: stored without them (no replay)",
-                            core.response["id"],
-                            stream.max_recorded,
-                        )
+                    events = stream.events()
+                    _warn_if_dropped(core.response["id"], stream.recording)
                     try:
-                        await self._save(call, body, kept_items, core.response, stream.events())
+                        await self._save(call, body, kept_items, core.response, events)
                     except CompatError as exc:  # the client still gets its stream
                         logger.warning("could not store %s: %s", core.response["id"], exc.message)
 
@@ -289,7 +346,7 @@ class ResponsesOverChat:
             echo["store"] or echo["conversation"] is not None
         )
         context = list(history or ()) + list(items or ())
-        kept: list[bytes] = []
+        recording = _Recording(settings.max_recorded_events)
         response = new_response(echo, response_id or settings.ids("resp"), settings.clock())
         response["background"] = background
         core = ChatToResponses(response, settings.ids, max_line=settings.max_line_size, options=translated.output)
@@ -298,16 +355,17 @@ class ResponsesOverChat:
         async def finish(events: list[Event]) -> list[Event]:
             turn.context = context + list(core.response.get("output") or ())
             if keep:
-                kept.append(encode_events(events))
+                recording.keep(encode_events(events))
+                _warn_if_dropped(core.response["id"], recording)
                 try:
-                    await self._save(call, body, items or [], core.response, b"".join(kept))
+                    await self._save(call, body, items or [], core.response, recording.events())
                 except CompatError as exc:  # the client still gets its stream
                     logger.warning("could not store %s: %s", core.response["id"], exc.message)
             return events
 
         def note(events: list[Event]) -> list[Event]:
             if keep and events:
-                kept.append(encode_events(events))
+                recording.keep(encode_events(events))
             return events
 
         yield []

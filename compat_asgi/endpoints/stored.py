@@ -12,7 +12,7 @@ from compat_asgi.endpoints.routes import Route
 from compat_asgi.errors import InvalidRequest, NotFound
 from compat_asgi.store import Store, StoredResponse
 
-__all__ = ["StoredResponses", "list_options", "list_page", "query_params"]
+__all__ = ["StoredResponses", "list_options", "list_page", "not_recorded", "query_params"]
 
 _DEFAULT_LIMIT = 20
 _REPLAY_CHUNK = 64 << 10  # bytes of stored events per body message on replay
@@ -77,6 +77,16 @@ def list_page(items: list[dict[str, Any]], query: dict[str, str], limit: int, or
     }
 
 
+def not_recorded(response_id: str) -> InvalidRequest:
+    """A replay asked for events past the recording cap (``max_recorded_events``)."""
+    return InvalidRequest(
+        f"Response '{response_id}' streamed more events than this server records for replay, "
+        "so it was stored without them; retrieve it without stream=true.",
+        param="stream",
+        code="invalid_value",
+    )
+
+
 class StoredResponses:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -112,12 +122,7 @@ class StoredResponses:
                 code="invalid_value",
             )
         if not events:
-            raise InvalidRequest(
-                f"Response '{response_id}' streamed more events than this server records for replay, "
-                "so it was stored without them; retrieve it without stream=true.",
-                param="stream",
-                code="invalid_value",
-            )
+            raise not_recorded(response_id)
         # Events are stored as sent, numbered 0, 1, 2 ... and each ends with a
         # blank line: resuming is skipping that many, replaying is sending
         # slices of the stored bytes, never a second copy of them whole.

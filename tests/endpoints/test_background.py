@@ -189,6 +189,34 @@ def test_cancel_stops_the_upstream_and_ends_cancelled(server: str, demo: Watched
         client.responses.cancel("resp_missing")
 
 
+def test_a_run_past_the_recording_cap_keeps_only_its_latest_events() -> None:
+    """``max_recorded_events`` bounds a run's events in memory as it bounds a
+    stored stream: a follower that keeps up gets every event, the run is
+    stored without them, and replaying it from the start is refused."""
+    demo = WatchedDemo()
+    with serve(CompatMiddleware(demo, store="memory", max_recorded_events=4000)) as url:
+        client = sdk(url + "/v1")
+        body = {"model": "demo", "input": LONG, "background": True, "stream": True}
+        raw = httpx.post(url + "/v1/responses", json=body, timeout=30).content
+        assert len(raw) > 3 * 4000
+        assert_valid(validate_responses_sse(raw))
+        events = [orjson.loads(data) for data in parse_data(raw)]
+        assert events[-1]["type"] == "response.completed"
+        response_id = events[-1]["response"]["id"]
+        done = client.responses.retrieve(response_id)
+        assert done.status == "completed" and "and then" in done.output_text
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.retrieve(response_id, stream=True)
+        assert caught.value.body["param"] == "stream"  # type: ignore[index]
+        # While it runs, its first events are already gone from memory too.
+        running = client.responses.create(model="demo", input=LONG, background=True)
+        wait_for(client, running.id, until=lambda r: len(r.output) > 0 or r.status not in RUNNING)
+        time.sleep(20 * WORD_DELAY)
+        with pytest.raises(openai.BadRequestError):
+            client.responses.retrieve(running.id, stream=True)
+        client.responses.cancel(running.id)
+
+
 class CancelLosingStore(MemoryStore):
     """A store that loses the cancellations reaching it, as redis-py's commands
     do on Python 3.11 (``asyncio.wait_for`` hands back the finished command and
