@@ -353,6 +353,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--client", action="append", default=[], choices=["codex"],
                        help="also replay a real client's captured requests")
     check.add_argument("--list", action="store_true", help="list the cases, what each asserts, and exit")
+    check.add_argument("--file-search-vector-store-id", metavar="ID",
+                       help="run the optional file-search case against this vector store (skipped without it)")
+    check.add_argument("--enable-offline-web-search", action="store_true",
+                       help="run the optional offline-web-search case (skipped without it)")
     check.add_argument("--html", metavar="PATH", help="also write a static HTML report")
     check.add_argument("--model", metavar="M", help="default: the first model GET /models lists")
     check.add_argument(
@@ -390,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             html_path=args.html,
             names=args.name,
             list_only=args.list,
+            file_search_vector_store_id=args.file_search_vector_store_id,
+            offline_web_search=args.enable_offline_web_search,
         )
     if args.command == "serve":
         if args.upstream_timeout <= 0 or args.max_concurrent <= 0 or args.workers <= 0:

@@ -9,6 +9,9 @@ tests must not move when the middleware does.
 ``/v1/chat/completions`` is the demo backend, minus ``[DONE]`` for
 ``broken-missing-done``. Responses created with ``store: true`` are kept in
 memory for GET/DELETE ``/v1/responses/{id}`` and ``previous_response_id``.
+A named function ``tool_choice`` calls that tool; a ``tool_choice`` of
+``file_search`` or ``web_search`` with that hosted tool offered answers with
+a completed ``file_search_call`` / ``web_search_call`` item, then a message.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ FAULTS = (
     "plain-reasoning",  # store: false reasoning item without encrypted_content (Codex needs it)
     "no-chain-echo",  # follows previous_response_id but answers previous_response_id: null
     "empty-output",  # a completed response with no output items
+    "drop-call-id",  # function_call items without call_id
+    "string-arguments",  # function_call arguments that are JSON, but a string rather than an object
+    "reject-tool-output",  # 400 on function_call_output input items (the round trip's second turn)
+    "no-search-results",  # a file_search_call without the results include asked for
 )
 #: Keys OpenResponses requires on every Response and the OpenAI SDK leaves optional.
 OPENRESPONSES_ONLY = ("completed_at", "top_logprobs", "safety_identifier", "prompt_cache_key", "background")
@@ -206,17 +213,23 @@ class BrokenServer:
         tools = [t for t in request.get("tools") or () if isinstance(t, dict)]
         answered = isinstance(items, list) and any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
         called = [] if answered else [t for t in tools if isinstance(t.get("name"), str) and t["name"] in user]
+        choice = request.get("tool_choice")
+        if not answered and isinstance(choice, dict) and choice.get("type") == "function":
+            called = [t for t in tools if t.get("type") == "function" and t.get("name") == choice.get("name")]
+        hosted = _hosted_call(n, choice, tools, user, request.get("include") or (), fault)
         if request.get("parallel_tool_calls") is False or fault == "dropped-call":
             called = called[:1]
         limit = request.get("max_output_tokens")
-        output: list[dict[str, Any]] = []
+        output: list[dict[str, Any]] = [] if hosted is None else [hosted]
         status, incomplete = "completed", None
         if called:
             for k, tool in enumerate(called):
                 props = (tool.get("parameters") or {}).get("properties") or {}
-                args = orjson.dumps({key: "Paris" for key in props}).decode()
+                args = orjson.dumps({key: "Paris" for key in props} if fault != "string-arguments" else "Paris").decode()
                 output.append({"type": "function_call", "id": f"fc_{n}_{k}", "call_id": f"call_{n}_{k}",
                                "name": tool["name"], "arguments": args, "status": "completed"})
+                if fault == "drop-call-id":
+                    del output[-1]["call_id"]
         else:
             fmt = (request.get("text") or {}).get("format") or {}
             text = _STRUCTURED if fmt.get("type") == "json_schema" else (
@@ -233,7 +246,7 @@ class BrokenServer:
             output.clear()
         if fault == "plain-reasoning" and request.get("store") is False:
             output.insert(0, {"type": "reasoning", "id": f"rs_{n}", "summary": [], "status": "completed"})
-        out_tokens = sum(len(_pieces(i)) for i in output if i["type"] != "reasoning")
+        out_tokens = sum(len(_pieces(i)) for i in output if i["type"] in ("message", "function_call"))
         in_tokens = max(1, len(user.split()))
         response = {
             "id": f"resp_{n}", "object": "response", "created_at": CREATED, "model": model,
@@ -267,7 +280,7 @@ class BrokenServer:
 
 def _item_events(oi: int, item: dict[str, Any]) -> list[dict[str, Any]]:
     at = {"output_index": oi, "item_id": item["id"]}
-    if item["type"] == "reasoning":
+    if item["type"] not in ("message", "function_call"):
         return [
             {"type": "response.output_item.added", "output_index": oi, "item": {**item, "status": "in_progress"}},
             {"type": "response.output_item.done", "output_index": oi, "item": item},
@@ -325,11 +338,32 @@ def _inject(fault: str, events: list[dict[str, Any]]) -> None:
             event["sequence_number"] = seq
 
 
+def _hosted_call(n: int, choice: Any, tools: list[dict[str, Any]], user: str, include: Any,
+                 fault: str) -> dict[str, Any] | None:
+    """The hosted tool call a forced ``file_search`` / ``web_search`` choice gets, with what ``include`` asked for."""
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in ("file_search", "web_search") or not any(t.get("type") == kind for t in tools):
+        return None
+    if kind == "file_search":
+        call: dict[str, Any] = {"type": "file_search_call", "id": f"fs_{n}", "status": "completed", "queries": [user],
+                                "results": None}
+        if "file_search_call.results" in include and fault != "no-search-results":
+            call["results"] = [{"file_id": "file_1", "filename": "notes.txt", "score": 0.5, "text": "A note.",
+                                "attributes": {}}]
+        return call
+    action: dict[str, Any] = {"type": "search", "query": user}
+    if "web_search_call.action.sources" in include:
+        action["sources"] = [{"type": "url", "url": "https://example.com/cached"}]
+    return {"type": "web_search_call", "id": f"ws_{n}", "status": "completed", "action": action}
+
+
 def _refused(fault: str, items: Any) -> str | None:
     """What a ``reject-*`` fault refuses in ``input``, if the request has it."""
     for item in items if isinstance(items, list) else ():
         if not isinstance(item, dict):
             continue
+        if fault == "reject-tool-output" and item.get("type") == "function_call_output":
+            return "function_call_output"
         if fault == "reject-phase" and "phase" in item:
             return "phase"
         content = item.get("content")

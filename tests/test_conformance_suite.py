@@ -18,14 +18,17 @@ from compat_asgi.cli import main
 from compat_asgi.conformance import Report, run_conformance
 from compat_asgi.conformance.clients import codex_fixtures
 from compat_asgi.conformance.schema import event_verdicts, response_verdicts
-from compat_asgi.conformance.suite import SUITE
+from compat_asgi.conformance.suite import PDF_TITLE, SKIP_FILE_SEARCH, SKIP_WEB_SEARCH, SUITE, _pdf
 from compat_asgi.demo import DemoChatApp
 
-#: Ids read from the public suite's test list; ours must keep every one of them.
+#: Ids read from the public suite's test list (both versions read); ours must keep every one of them.
 PUBLIC_IDS = {
     "basic-response", "streaming-response", "system-prompt", "tool-calling", "tool-calling-streaming",
-    "image-input", "multi-turn",
+    "function-call-roundtrip", "image-input", "file-input", "multi-turn", "previous-response-id",
 }
+#: The suite's optional cases: skipped, with the reason, until configured.
+OPTIONAL_IDS = {"file-search", "offline-web-search"}
+RUN_OPTIONAL = {"file_search_vector_store_id": "vs_conformance", "offline_web_search": True}
 
 
 @pytest.fixture(scope="module")
@@ -54,40 +57,107 @@ def failures(report: Report) -> dict[str, str | None]:
 
 def test_every_public_suite_id_is_a_case() -> None:
     ids = {case.id for case in SUITE}
-    assert PUBLIC_IDS <= ids
-    assert {"websocket-response", "compaction", "assistant-phase", "file-input", "previous-response-id"} <= ids
-    assert all(case.verified for case in SUITE if case.id in PUBLIC_IDS)
+    assert PUBLIC_IDS | OPTIONAL_IDS <= ids
+    unverified = {case.id for case in SUITE if not case.verified}
+    assert unverified == {"websocket-response", "compaction", "assistant-phase"}
+
+
+def skipped(report: Report) -> dict[str, str | None]:
+    return {r.scenario: r.skip_reason for r in report.results if r.status == "skip"}
 
 
 def test_good_fake_server_passes_the_public_suite_and_the_codex_profile(broken_url: str) -> None:
     report = public(broken_url, "broken-none", clients=("codex",))
-    assert failures(report) == {} and report.count("skip") == 0
+    assert failures(report) == {}
+    assert skipped(report) == {"file-search": SKIP_FILE_SEARCH, "offline-web-search": SKIP_WEB_SEARCH}
     assert {r.scenario for r in report.results} >= PUBLIC_IDS | {"websocket-response", "compaction"}
     assert report.profile == "both"
     for result in report.results:
-        assert result.schema == {"openai": "pass", "openresponses": "pass"}, result
+        if result.status != "skip":
+            assert result.schema == {"openai": "pass", "openresponses": "pass"}, result
     codex = [r for r in report.results if r.suite == "codex"]
     assert len(codex) == len(codex_fixtures()) == 6
     assert all(r.scenario.startswith("codex-0.169.0:") for r in codex)
 
 
 @pytest.mark.parametrize(
-    ("fault", "case", "rule"),
+    ("fault", "expected"),
     [
-        ("no-argument-events", "tool-calling-streaming", "function-call"),
-        ("reject-image", "image-input", "http-status"),
-        ("reject-file", "file-input", "http-status"),
-        ("reject-phase", "assistant-phase", "http-status"),
-        ("ignore-chain", "previous-response-id", "previous-response"),
-        ("compact-no-item", "compaction", "compaction"),
-        ("ws-no-terminal", "websocket-response", "websocket"),
-        ("no-chain-echo", "previous-response-id", "echo"),
+        ("no-argument-events", {"tool-calling-streaming": "function-call"}),
+        ("reject-image", {"image-input": "http-status"}),
+        ("reject-file", {"file-input": "http-status"}),
+        ("reject-phase", {"assistant-phase": "http-status"}),
+        ("ignore-chain", {"previous-response-id": "previous-response"}),
+        ("compact-no-item", {"compaction": "compaction"}),
+        ("ws-no-terminal", {"websocket-response": "websocket"}),
+        # A server that follows the chain but does not say so fails both chained cases.
+        ("no-chain-echo", {"previous-response-id": "echo", "function-call-roundtrip": "echo"}),
+        ("reject-tool-output", {"function-call-roundtrip": "http-status"}),
+        ("drop-call-id", {"tool-calling": "function-call", "tool-calling-streaming": "function-call",
+                          "function-call-roundtrip": "function-call"}),
+        # Arguments that are JSON but not an object pass the suite's checks; ours refuses them.
+        ("string-arguments", {"function-call-roundtrip": "function-call"}),
+        ("no-search-results", {"file-search": "include"}),
     ],
 )
-def test_each_public_case_catches_its_fault(broken_url: str, fault: str, case: str, rule: str) -> None:
-    report = public(broken_url, f"broken-{fault}")
-    assert failures(report) == {case: rule}
+def test_each_public_case_catches_its_fault(broken_url: str, fault: str, expected: dict[str, str]) -> None:
+    report = public(broken_url, f"broken-{fault}", **RUN_OPTIONAL)
+    assert failures(report) == expected
     assert not report.ok
+
+
+def test_function_call_roundtrip_chains_the_forced_call_and_its_output(broken_url: str) -> None:
+    result = public(broken_url, "broken-none").find("responses", "function-call-roundtrip", "non-stream")
+    assert result.status == "pass", result.first
+    first, follow_up = result.request["first"], result.request["follow_up"]
+    assert first["tool_choice"] == {"type": "function", "name": "get_weather"} and first["stream"] is False
+    assert "store" not in first  # storing is the API's default, which the chain relies on
+    (output,) = follow_up["input"]
+    assert output["type"] == "function_call_output" and output["call_id"].startswith("call_")
+    assert follow_up["previous_response_id"] == result.evidence["previous_response_id"]
+    assert result.evidence["status"] == "completed" and result.evidence["output"]
+
+
+def test_a_refused_second_turn_is_the_first_violation(broken_url: str) -> None:
+    result = public(broken_url, "broken-reject-tool-output").find("responses", "function-call-roundtrip", "non-stream")
+    assert result.first is not None and result.first.rule == "http-status" and "HTTP 400" in result.first.message
+    assert result.request["follow_up"]["input"][0]["type"] == "function_call_output"
+
+
+def test_optional_cases_run_when_configured_and_judge_the_hosted_call(broken_url: str) -> None:
+    report = public(broken_url, "broken-none", **RUN_OPTIONAL)
+    assert failures(report) == {} and skipped(report) == {}
+    search = report.find("responses", "file-search", "non-stream")
+    assert search.request["tools"] == [{"type": "file_search", "vector_store_ids": ["vs_conformance"]}]
+    assert search.request["include"] == ["file_search_call.results"]
+    assert [i["type"] for i in search.evidence["output"]] == ["file_search_call", "message"]
+    web = report.find("responses", "offline-web-search", "non-stream")
+    assert web.request["tools"] == [{"type": "web_search", "external_web_access": False}]
+    assert web.evidence["output"][0]["action"]["sources"]
+    # The SDK's models know no tool_choice {type: web_search}: a recorded verdict, not the case's failure.
+    assert web.schema == {"openai": "fail", "openresponses": "pass"}
+
+
+def test_optional_cases_fail_a_server_that_ignores_hosted_tools(middleware_url: str) -> None:
+    # compat-asgi serve accepts and ignores hosted tools (x-compat-ignored): enabled, the cases say so.
+    report = public(middleware_url, "demo", **RUN_OPTIONAL)
+    assert failures(report) == {"file-search": "openresponses", "offline-web-search": "openresponses"}
+    messages = {r.scenario: str(r.first) for r in report.results if r.status == "fail"}
+    assert messages["file-search"] == "[openresponses]: expected an output item of type 'file_search_call', found none"
+    assert "'web_search_call'" in messages["offline-web-search"]
+
+
+def test_the_file_input_pdf_is_well_formed() -> None:
+    # A real reader finds each object where the xref table says it is.
+    pdf = _pdf(PDF_TITLE)
+    assert pdf.startswith(b"%PDF-1.4\n") and pdf.endswith(b"%%EOF\n")
+    startxref = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
+    assert pdf[startxref:].startswith(b"xref\n0 6\n")
+    entries = pdf[startxref:].split(b"\n")[3:8]
+    for number, entry in enumerate(entries, 1):
+        assert pdf[int(entry[:10]):].startswith(b"%d 0 obj\n" % number)
+    stream = pdf.split(b"stream\n", 1)[1].split(b"\nendstream", 1)[0]
+    assert b"/Length %d " % len(stream) in pdf and f"(Title: {PDF_TITLE})".encode() in stream
 
 
 def test_tool_calling_streaming_also_states_the_suites_own_finding(broken_url: str) -> None:
@@ -166,10 +236,11 @@ def test_middleware_over_demo_passes_the_public_suite_and_codex(middleware_url: 
     # What `compat-asgi serve --store memory` runs: every public case (WebSocket mode and
     # compaction included), every captured Codex request, both schema profiles everywhere.
     report = public(middleware_url, "demo", clients=("codex",))
-    assert failures(report) == {} and report.count("skip") == 0 and report.ok
+    assert failures(report) == {} and skipped(report).keys() == OPTIONAL_IDS and report.ok
     assert {r.scenario for r in report.results} >= PUBLIC_IDS | {"websocket-response", "compaction"}
     for result in report.results:
-        assert result.schema == {"openai": "pass", "openresponses": "pass"}, result
+        if result.status != "skip":
+            assert result.schema == {"openai": "pass", "openresponses": "pass"}, result
     assert report.profile == "both"
     assert len([r for r in report.results if r.suite == "codex"]) == 6
 
@@ -185,7 +256,29 @@ def test_list_says_what_each_case_asserts_and_why_ours_is_stricter(capsys: pytes
     assert "unknown previous_response_id, which must be refused" in out
     assert "the suite never looks at sequence_number or event order" in out
     assert "codex-0.169.0:output_without_call_id" in out
+    assert "optional, runs only with --file-search-vector-store-id" in out
+    assert "optional, runs only with --enable-offline-web-search" in out
+    assert "no public suite version read has this case" in out
     assert out.rstrip().endswith(f"{len(SUITE) + 6} cases")
+
+
+def test_optional_case_flags_reach_the_cases(
+    broken_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "run.json"
+    base = ["conformance", "--suite", "openresponses", "--base-url", broken_url, "--timeout", "10",
+            "--json", str(out_json)]
+    assert main([*base, "--model", "broken-none"]) == 0
+    assert SKIP_FILE_SEARCH in capsys.readouterr().out
+    by_case = {r["scenario"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert by_case["offline-web-search"]["skip_reason"] == SKIP_WEB_SEARCH
+    code = main([*base, "--model", "broken-no-search-results", "--file-search-vector-store-id", "vs_cli",
+                 "--enable-offline-web-search"])
+    assert code == 1 and "FAIL" in capsys.readouterr().out
+    by_case = {r["scenario"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert by_case["offline-web-search"]["status"] == "pass"
+    assert by_case["file-search"]["rule"] == "include"
+    assert by_case["file-search"]["request"]["tools"][0]["vector_store_ids"] == ["vs_cli"]
 
 
 def test_unknown_suite_is_a_usage_error() -> None:
@@ -227,10 +320,13 @@ def test_comparison_of_three_servers_as_table_json_and_html(
     row = next(line for line in table.splitlines() if line.split()[:2] == ["openresponses", "previous-response-id"])
     assert row.split()[3] == "PASS" and "FAIL [previous-response]" in row
     passed = next(line for line in table.splitlines() if line.split()[:1] == ["PASSED"])
-    assert passed.split()[1] == f"{len(SUITE)}/{len(SUITE)}"
+    ran = len(SUITE) - len(OPTIONAL_IDS)
+    assert passed.split()[1] == f"{ran}/{ran}"
+    row = next(line for line in table.splitlines() if line.split()[:2] == ["openresponses", "file-search"])
+    assert row.split()[3:] == ["SKIP", "SKIP", "SKIP"]
     data = json.loads(out_json.read_text())
     assert [s["name"] for s in data["servers"]] == ["good-fake", "compat-asgi-demo", "chain-ignorer"]
-    assert data["servers"][0]["summary"]["passed"] == len(SUITE)
+    assert data["servers"][0]["summary"] == {"passed": ran, "failed": 0, "skipped": len(OPTIONAL_IDS)}
     chain = next(c for c in data["cases"] if c["scenario"] == "previous-response-id")
     assert chain["results"][2]["rule"] == "previous-response"
     assert chain["results"][2]["request"]["unknown_id"]["previous_response_id"] == "resp_conformance_does_not_exist"
@@ -246,7 +342,7 @@ def test_comparison_of_three_servers_as_table_json_and_html(
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     assert "good-fake" in shown and "compat-asgi-demo" in shown and "chain-ignorer" in shown
-    assert f"{len(SUITE)}/{len(SUITE)} passed" in shown
+    assert f"{ran}/{ran} passed" in shown
     # A failure expands to its violations, the request and the answer.
     assert "<summary>FAIL [previous-response]</summary>" in shown
     assert "resp_conformance_does_not_exist" in shown

@@ -37,6 +37,8 @@ def main(
     html_path: str | None = None,
     names: Sequence[str] = (),
     list_only: bool = False,
+    file_search_vector_store_id: str | None = None,
+    offline_web_search: bool = False,
 ) -> int:
     urls = [base_url] if isinstance(base_url, str) else list(base_url or ())
     if list_only:
@@ -66,7 +68,9 @@ def main(
         label = names[k] if k < len(names) else None
         try:
             reports.append(run_conformance(url, model=model, api=api, api_key=api_key, timeout=timeout,
-                                           progress=show, suite=suite, clients=tuple(clients), label=label))
+                                           progress=show, suite=suite, clients=tuple(clients), label=label,
+                                           file_search_vector_store_id=file_search_vector_store_id,
+                                           offline_web_search=offline_web_search))
         except ServerUnreachable as exc:
             print(f"compat-asgi conformance: {exc}", file=sys.stderr)
             if len(urls) == 1:

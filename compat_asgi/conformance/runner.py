@@ -73,8 +73,14 @@ def run_conformance(
     suite: str = "all",
     clients: tuple[str, ...] = (),
     label: str | None = None,
+    file_search_vector_store_id: str | None = None,
+    offline_web_search: bool = False,
 ) -> Report:
     """Score the server at ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``).
+
+    The public suite's optional cases run only when configured: file-search with
+    ``file_search_vector_store_id``, offline-web-search with ``offline_web_search``;
+    otherwise they are skipped with the reason.
 
     Raises ``ValueError`` for bad arguments and :class:`ServerUnreachable`
     when not one connection can be made; everything else is a result.
@@ -85,6 +91,7 @@ def run_conformance(
     transport = Transport(base_url, api_key=api_key, timeout=timeout)
     try:
         used = model or _discover_model(transport)
+        ctx = Context(transport, used, api_key, timeout, file_search_vector_store_id or None, offline_web_search)
         stores: bool | None = None
         results: list[Result] = []
         for case in plan:
@@ -93,7 +100,7 @@ def run_conformance(
             if case.stored is not None and not stores:
                 result = Result(case.api, case.name, case.mode, "skip", skip_reason=SKIP_NOT_STORED, suite=case.suite)
             else:
-                result = _run_case(transport, used, case, api_key=api_key, timeout=timeout)
+                result = _run_case(ctx, case)
             results.append(result)
             if progress is not None:
                 progress(result, len(results), len(plan))
@@ -157,7 +164,7 @@ def list_cases(suite: str = "all", clients: tuple[str, ...] = ()) -> list[tuple[
         if case.public is not None:
             stricter = case.public.stricter
             if not case.public.verified:
-                stricter += " (id named from the spec feature: the suite's source for it was not readable)"
+                stricter += " (id named after the spec's feature: no public suite version read has this case)"
             rows.append((case.suite, case.name, case.mode, case.public.about, stricter))
         else:
             about = (case.scenario or case.stored).about  # type: ignore[union-attr]
@@ -166,12 +173,12 @@ def list_cases(suite: str = "all", clients: tuple[str, ...] = ()) -> list[tuple[
     return rows
 
 
-def _run_case(transport: Transport, model: str, case: _Case, *, api_key: str | None = None,
-              timeout: float = DEFAULT_TIMEOUT) -> Result:
+def _run_case(ctx: Context, case: _Case) -> Result:
     stream = case.mode == "stream"
+    transport, model = ctx.transport, ctx.model
     try:
         if case.public is not None:
-            outcome = case.public.run(Context(transport, model, api_key, timeout))
+            outcome = case.public.run(ctx)
         elif case.stored is not None:
             outcome = case.stored.run(transport, model, stream)
         else:
