@@ -28,10 +28,11 @@ def build(kind: str, upstream: str | None, http_client: Any = "auto", store: str
         from benchmarks.memory import big_answer_app
 
         return big_answer_app
-    from compat_asgi.cli import create_app
+    from compat_asgi.cli import create_app, release_large_blocks
 
     if not upstream:
         raise SystemExit("middleware needs --upstream URL")
+    release_large_blocks()  # as compat-asgi serve does
     return create_app(upstream=upstream, http_client=http_client, store=store)
 
 

@@ -114,10 +114,37 @@ def serve(
     _check_exposure(host, authenticated, allow_public_without_key)
     import uvicorn  # imported here so that importing compat_asgi stays light
 
+    release_large_blocks()
+
     # Our access log replaces uvicorn's: one line per request, with model and timings.
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False, loop=loop, http=http
     )
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+LARGE_BLOCK = 128 << 10  # bytes: glibc's initial mmap threshold, kept fixed by serve
+
+
+def release_large_blocks() -> bool:
+    """Keep glibc giving each block of 128 KiB or more its own mapping, which
+    goes back to the system when freed. By default glibc raises that
+    threshold (up to 32 MiB) the first time such a block is freed; from then
+    on the transient copies of long answers come from the heap, whose pages
+    the process keeps: a server's RSS creeps up answer after answer.
+
+    The serving process calls it once at start (``MALLOC_MMAP_THRESHOLD_`` in
+    the environment, glibc's own setting, takes precedence). False where it
+    does nothing: another C library, or the variable is set."""
+    import ctypes
+    import platform
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK))
+    except (OSError, AttributeError):
+        return False
 
 
 def log_access_to_stderr(log_level: str = "info") -> None:
@@ -145,6 +172,7 @@ _OURS = "_compat_asgi_stderr"
 def app_from_environment() -> ASGIApp:
     """The app of one worker process: :func:`create_app` with the options the
     parent put in the environment (uvicorn workers import their app by name)."""
+    release_large_blocks()
     options = json.loads(os.environ[_OPTIONS_ENV])
     log_level = options.pop("log_level", "info")
     if options.get("log_format") is not None:

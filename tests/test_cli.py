@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,3 +143,30 @@ def test_strict_refuses_what_the_default_ignores() -> None:
         assert httpx.post(base_url + "/responses", json=hosted).status_code == 400
     with cli_server("--strict", "--drop-unsupported-tools") as base_url:
         assert httpx.post(base_url + "/responses", json=hosted).status_code == 200
+
+
+LARGE_BLOCKS = """
+import ctypes, sys
+from compat_asgi.cli import release_large_blocks
+print(release_large_blocks())
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+first = b"x" * (4 << 20)
+del first  # by default glibc now raises its mmap threshold past 4 MiB
+before = libc.mallinfo2().hblks
+answer = b"x" * (1 << 20)
+print(libc.mallinfo2().hblks - before)  # 1: the block has its own mapping, 0: it is on the heap
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+@pytest.mark.parametrize(("env", "expected"), [({}, "True\n1\n"), ({"MALLOC_MMAP_THRESHOLD_": "8388608"}, "False\n0\n")])
+def test_serve_keeps_large_blocks_returnable_to_the_system(env: dict[str, str], expected: str) -> None:
+    """The serving process keeps blocks of 128 KiB and more mapped on their own
+    (freed, they go back to the system) unless the user set glibc's variable."""
+    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    done = subprocess.run([sys.executable, "-c", LARGE_BLOCKS], env={**environment, **env}, capture_output=True, text=True, timeout=30)
+    assert done.stdout == expected, done.stderr
