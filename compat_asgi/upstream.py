@@ -543,23 +543,41 @@ class HTTPUpstream:
         self.path_prefix = parts.path.rstrip("/").removesuffix("/v1")
         self.pool_timeout = pool_timeout
         self._authorization = f"Bearer {api_key}".encode() if api_key else None
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        transport: httpx.AsyncBaseTransport | None = None
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout, pool=pool_timeout)
         #: The transport in use: ``httpx``, ``aiohttp``, or ``custom`` (the caller's client).
         self.http_client = "custom" if client is not None else resolve_http_client(http_client)
+        self._client = client or self._new_client()
+        # The event loop our own client's connections belong to (None: not used yet).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _new_client(self) -> httpx.AsyncClient:
+        transport: httpx.AsyncBaseTransport | None = None
         if self.http_client == "aiohttp":
             from compat_asgi.aiohttp_transport import FastTransport
 
-            transport = FastTransport(limits=limits)
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=pool_timeout),
-            limits=limits,
+            transport = FastTransport(limits=self._limits)
+        return httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=self._limits,
             transport=transport,
             follow_redirects=False,
             # One client serves every caller: a cookie one upstream answer set
             # must not be sent along with another caller's request.
             cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         )
+
+    def _client_here(self) -> httpx.AsyncClient:
+        """Our client, with a fresh pool when the app is now driven by another
+        event loop (e.g. a test suite calling ``asyncio.run`` once per test):
+        pooled connections belong to the loop they were opened on. A client
+        the caller gave is theirs to manage."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop and self.http_client != "custom":
+            if self._loop is not None:
+                self._client = self._new_client()
+            self._loop = loop
+        return self._client
 
     async def request(
         self,
@@ -575,8 +593,9 @@ class HTTPUpstream:
         url = self.origin + self.path_prefix + checked_path(path.encode("utf-8"), encoded_slash=True)
         if query:
             url += "?" + query.decode("latin-1")
+        client = self._client_here()
         try:
-            request = self._client.build_request(
+            request = client.build_request(
                 method,
                 url,
                 headers=forward_headers(headers, self._authorization),
@@ -585,7 +604,7 @@ class HTTPUpstream:
         except (httpx.InvalidURL, UnicodeError) as exc:
             raise InvalidRequest(f"The request cannot be forwarded: {exc}.", code="invalid_url") from None
         try:
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
         except httpx.PoolTimeout as exc:
             raise ServerBusy(
                 f"No upstream connection came free within {self.pool_timeout:g} s; retry shortly.",

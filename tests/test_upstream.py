@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support import TRANSPORTS, call, serve
 
+from compat_asgi import CompatMiddleware
+from compat_asgi.demo import DemoChatApp
 from compat_asgi.errors import UpstreamError
 from compat_asgi.types import Receive, Scope, Send
 from compat_asgi.upstream import _APP_QUEUE_SIZE, AppUpstream
@@ -77,3 +80,16 @@ def test_an_app_failing_mid_body_fails_the_reader_after_the_data_before_it() -> 
         return seen
 
     assert asyncio.run(scenario()) == [b"kept"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_app_driven_by_one_event_loop_after_another_keeps_working(transport: str) -> None:
+    """As a test suite does with ``asyncio.run`` per test: the upstream pool of
+    the first loop is not reused on the next (its connections belong to it)."""
+    with serve(DemoChatApp()) as upstream:
+        app = CompatMiddleware(upstream=upstream + "/v1", upstream_http_client=transport)  # type: ignore[arg-type]
+        for _ in range(3):
+            answer = asyncio.run(call(app, "POST", "/v1/responses", {"model": "demo", "input": "hi"}))
+            assert answer.status == 200 and answer.json()["status"] == "completed"
+            streamed = asyncio.run(call(app, "POST", "/v1/responses", {"model": "demo", "input": "hi", "stream": True}))
+            assert streamed.status == 200 and b"response.completed" in streamed.body
