@@ -234,6 +234,15 @@ _ITEM_FIELDS: dict[str, frozenset[str]] = {
     "additional_tools": frozenset({"type", "id", "role", "tools"}),
     "compaction": frozenset({"type", "id", "encrypted_content"}),
 }
+_PART_FIELDS: dict[str, frozenset[str]] = {
+    "input_text": frozenset({"type", "text", "prompt_cache_breakpoint"}),
+    "output_text": frozenset({"type", "text", "annotations", "logprobs"}),
+    "refusal": frozenset({"type", "refusal"}),
+    "input_image": frozenset({"type", "image_url", "file_id", "detail", "prompt_cache_breakpoint"}),
+    "input_file": frozenset(
+        {"type", "file_data", "file_id", "file_url", "filename", "detail", "prompt_cache_breakpoint"}
+    ),
+}
 _TOOL_FIELDS: dict[str, frozenset[str]] = {
     "function": frozenset(
         {
@@ -301,7 +310,7 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "file", "file": file}
 
 
-def _message_content(content: object, role: str, param: str) -> str | list[dict[str, Any]]:
+def _message_content(content: object, role: str, param: str, ignored: Ignored) -> str | list[dict[str, Any]]:
     """Chat content for one message: a plain string unless images/files are present.
 
     Many chat backends (and their templates) accept only string content, so
@@ -328,6 +337,7 @@ def _message_content(content: object, role: str, param: str) -> str | list[dict[
                     code="invalid_value",
                 )
             bad_value(f"{p}.type", kind, allowed)
+        ignored.fields(part, _PART_FIELDS[kind], p, f"content[{kind}]")
         if kind in _TEXT_PART_TYPES:
             parts.append({"type": "text", "text": req_str(part, "text", p)})
         elif kind == "refusal":
@@ -343,7 +353,7 @@ def _message_content(content: object, role: str, param: str) -> str | list[dict[
     return "\n".join(part["text"] for part in parts)
 
 
-def _tool_output(output: object, param: str, media: list[dict[str, Any]]) -> str:
+def _tool_output(output: object, param: str, media: list[dict[str, Any]], ignored: Ignored) -> str:
     """Text of a function_call_output; image/file parts are appended to ``media``."""
     if isinstance(output, str):
         return output
@@ -354,6 +364,8 @@ def _tool_output(output: object, param: str, media: list[dict[str, Any]]) -> str
         p = f"{param}[{j}]"
         part = as_dict(raw, p)
         kind = type_of(part, p)
+        if kind in ("input_text", "input_image", "input_file"):
+            ignored.fields(part, _PART_FIELDS[kind], p, f"content[{kind}]")
         if kind == "input_text":
             texts.append(req_str(part, "text", p))
         elif kind == "input_image":
@@ -521,7 +533,7 @@ def _input_messages(
             if "content" not in item:
                 missing(f"{param}.content")
             opt_enum(item, "phase", f"{param}.phase", ("commentary", "final_answer"))
-            content = _message_content(item["content"], role, f"{param}.content")
+            content = _message_content(item["content"], role, f"{param}.content", ignored)
             if role == "assistant":
                 message: dict[str, Any] = {"role": "assistant", "content": content}
                 _append_reasoning(message, pending_reasoning)
@@ -548,7 +560,7 @@ def _input_messages(
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if "output" not in item:
                 missing(f"{param}.output")
-            text = _tool_output(item["output"], f"{param}.output", tool_media)
+            text = _tool_output(item["output"], f"{param}.output", tool_media, ignored)
             # The call may live in stored history, so an unmatched call_id is forwarded.
             output_call_id = opt_str(item, "call_id", f"{param}.call_id")
             if output_call_id:

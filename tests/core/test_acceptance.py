@@ -12,11 +12,20 @@ from typing import Any
 
 import orjson
 import pytest
-from openai.types.responses import ResponseInputItemParam, ToolParam
+from openai.types.responses import (
+    ResponseInputFileParam,
+    ResponseInputImageParam,
+    ResponseInputItemParam,
+    ResponseInputTextParam,
+    ResponseOutputRefusalParam,
+    ResponseOutputTextParam,
+    ToolParam,
+)
 
 from compat_asgi.core.ids import CountingIds
 from compat_asgi.core.options import RequestOptions
 from compat_asgi.core.requests import (
+    _PART_FIELDS,
     HOSTED_ITEM_TYPES,
     HOSTED_TOOL_TYPES,
     INPUT_ITEM_TYPES,
@@ -384,3 +393,39 @@ def test_response_object_has_every_sdk_key_in_every_state() -> None:
         assert objects[-1]["completed_at"] == (160 if outcome == "completed" else None)
         assert objects[0]["completed_at"] is None
         assert objects[-1]["tools"][0]["strict"] is None
+
+
+# --------------------------------------------------------------------------
+# Content parts: the SDK's fields, the rest reported
+
+
+@pytest.mark.parametrize(
+    ("kind", "typed"),
+    [
+        ("input_text", ResponseInputTextParam),
+        ("output_text", ResponseOutputTextParam),
+        ("refusal", ResponseOutputRefusalParam),
+        ("input_image", ResponseInputImageParam),
+        ("input_file", ResponseInputFileParam),
+    ],
+)
+def test_content_part_fields_are_the_sdks(kind: str, typed: Any) -> None:
+    # A field the SDK adds fails here until it is known (and used, or knowingly not).
+    assert _PART_FIELDS[kind] == set(typing.get_type_hints(typed))
+
+
+def test_unknown_content_part_fields_are_reported_or_refused() -> None:
+    cached = {"type": "input_text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    request = body(input=[{"role": "user", "content": [cached]}])
+    out = responses_to_chat(request)
+    assert out.chat["messages"] == [{"role": "user", "content": "hi"}]
+    assert out.ignored == ("content[input_text].cache_control",)
+    err = rejected(request)
+    assert err.param == "input[0].content[0].cache_control" and err.code == "unknown_parameter"
+    call = {"type": "function_call", "call_id": "c1", "name": "wait_agent", "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": [{**cached, "text": "done"}]}
+    out = responses_to_chat(body(input=[USER, call, output], tools=[WAIT]))
+    assert out.chat["messages"][-1] == {"role": "tool", "tool_call_id": "c1", "content": "done"}
+    assert out.ignored == ("content[input_text].cache_control",)
+    known = {"type": "input_text", "text": "hi", "prompt_cache_breakpoint": True}
+    assert responses_to_chat(body(input=[{"role": "user", "content": [known]}])).ignored == ()
