@@ -7,24 +7,28 @@ delivers it, and produce encoded bytes ready to send:
 - floor: :class:`SSEDecoder` (the bounded line buffer every path needs) and
   re-framing each event as ``event: ...\\ndata: <same json>\\n\\n``: moving the
   bytes with no JSON work at all;
-- translation: :class:`ChatToResponses` + :func:`encode_event`, exactly what
-  the middleware runs per upstream read.
+- translation: :meth:`ChatToResponses.feed_encoded`, exactly what the
+  middleware runs per upstream read (its byte-level fast path splices the
+  text of text-only chunks); row 1c runs the same with the fast path off
+  (decode, build the event dict, :func:`encode_event`), in the same rounds.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from benchmarks.chatstream import chat_events
 from benchmarks.common import Config
 from benchmarks.report import Results, Row
 from compat_asgi.core.ids import RandomIds
 from compat_asgi.core.responses import new_response
-from compat_asgi.core.sse import SSEDecoder, encode_event
+from compat_asgi.core.sse import SSEDecoder, encode_events
 from compat_asgi.core.streams import ChatToResponses
 
 TARGET = 3.0
+BATCH = 256
 _EVENT = b"event: response.output_text.delta\ndata: "
 
 
@@ -49,13 +53,14 @@ def naive_floor(chunks: list[bytes]) -> int:
     return size
 
 
-def translate(chunks: list[bytes]) -> int:
+def translate(chunks: list[bytes], fast: bool = True) -> int:
     ids = RandomIds()
-    core = ChatToResponses(new_response({"model": "bench"}, ids("resp"), 1_700_000_000), ids)
-    size = len(b"".join([encode_event(e) for e in core.start()]))
+    core = ChatToResponses(new_response({"model": "bench"}, ids("resp"), 1_700_000_000), ids, fast=fast)
+    size = len(encode_events(core.start()))
     for chunk in chunks:
-        size += len(b"".join([encode_event(e) for e in core.feed_bytes(chunk)]))
-    size += len(b"".join([encode_event(e) for e in core.close()]))
+        spliced, events = core.feed_encoded(chunk)  # as the middleware sends them
+        size += len(spliced + encode_events(events) if events else spliced)
+    size += len(encode_events(core.close()))
     if not core.done or core.response["status"] != "completed":
         raise RuntimeError("the benchmark stream did not translate to a completed response")
     return size
@@ -70,21 +75,31 @@ def _time(fn: Callable[[list[bytes]], int], chunks: list[bytes], repeats: int) -
     return best
 
 
+slow_translate = partial(translate, fast=False)
+
+
 def run(cfg: Config, results: Results) -> None:
     events = cfg.pick(200, 1000)
     repeats = cfg.pick(5, 40)
     chunks = list(chat_events(events))
-    timings: dict[str, list[float]] = {"floor": [], "naive": [], "translate": []}
+    # Big reads, as an HTTP upstream that outpaces us delivers them: 256 events each (~60 KiB).
+    bulk = [b"".join(chunks[i : i + BATCH]) for i in range(0, len(chunks), BATCH)]
+    ways: dict[str, tuple[Callable[[list[bytes]], int], list[bytes]]] = {
+        "floor": (frame_floor, chunks),
+        "naive": (naive_floor, chunks),
+        "translate": (translate, chunks),
+        "slow": (slow_translate, chunks),
+        "bulk floor": (frame_floor, bulk),
+        "bulk translate": (translate, bulk),
+        "bulk slow": (slow_translate, bulk),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in ways}
     # Interleaved rounds, best of each: noise on a shared machine only ever adds time.
     for _ in range(cfg.pick(2, 5)):
-        timings["floor"].append(_time(frame_floor, chunks, repeats))
-        timings["naive"].append(_time(naive_floor, chunks, repeats))
-        timings["translate"].append(_time(translate, chunks, repeats))
+        for name, (fn, data) in ways.items():
+            timings[name].append(_time(fn, data, repeats))
     per_event = {name: min(t) / len(chunks) * 1e6 for name, t in timings.items()}
-    # One big chunk per read, as an HTTP upstream that outpaces us delivers it.
-    bulk = [b"".join(chunks)]
-    bulk_floor = _time(frame_floor, bulk, repeats) / len(chunks) * 1e6
-    bulk_translate = _time(translate, bulk, repeats) / len(chunks) * 1e6
+    bulk_floor, bulk_translate = per_event["bulk floor"], per_event["bulk translate"]
     ratio = per_event["translate"] / per_event["floor"]
     results.add(
         Row(
@@ -106,7 +121,21 @@ def run(cfg: Config, results: Results) -> None:
             "x",
             "info",
             None,
-            f"naive split+reframe {per_event['naive']:.2f} us/ev; all in one chunk: translate "
+            f"naive split+reframe {per_event['naive']:.2f} us/ev; {BATCH} events per chunk: translate "
             f"{bulk_translate:.2f}, floor {bulk_floor:.2f} us/ev",
+        )
+    )
+    fast_slow = per_event["translate"] / per_event["slow"]
+    results.add(
+        Row(
+            "1c",
+            "core: fast path / slow path, per event",
+            fast_slow,
+            "x",
+            "info",
+            None,
+            f"slow path {per_event['slow']:.2f} us/ev ({per_event['slow'] / per_event['floor']:.2f}x the floor); "
+            f"{BATCH} events per chunk: fast {bulk_translate:.2f}, slow {per_event['bulk slow']:.2f} us/ev "
+            f"({bulk_translate / per_event['bulk slow']:.2f}x)",
         )
     )

@@ -8,6 +8,7 @@ rounds interleaved, best round kept:
 - ``aiohttp``:          the httpx-aiohttp transport, server on asyncio + h11 (lever 1)
 - ``aiohttp+standard``: the same on uvloop + httptools (levers 1 + 2)
 - ``...+store``:        the last one with the default SQLite store on (issue 17: within 10%)
+- ``...+slow-path``:    the last one with the core's byte-level fast path off (row 6k)
 
 Clients are bare sockets (nothing but ``recv``), so the servers set the pace.
 CPU per event is each process's user+system time over its rounds divided by
@@ -163,12 +164,15 @@ def run(cfg: Config, results: Results) -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         upstream = stack.enter_context(_server("upstream", *server_args))
         configs[last + "+store"] = [*configs[last], "--store", f"sqlite:///{tmp}/responses.db"]
+        configs[last + "+slow-path"] = [*configs[last], "--slow-path"]
         middlewares = {
             name: stack.enter_context(_server("middleware", "--upstream", upstream.url + "/v1", *args))
             for name, args in configs.items()
         }
         best, cpu_mw, cpu_up = asyncio.run(_measure(upstream, middlewares, events, rounds))
-        ttfb = asyncio.run(_ttfb(upstream, {k: v for k, v in middlewares.items() if "store" not in k}, samples))
+        ttfb = asyncio.run(
+            _ttfb(upstream, {k: v for k, v in middlewares.items() if "store" not in k and "slow" not in k}, samples)
+        )
         litellm_stats = None
         small = cfg.pick(50, 200)
         with _litellm(upstream, small) as litellm:
@@ -229,11 +233,16 @@ def run(cfg: Config, results: Results) -> None:
                         added <= limit,
                         f"direct {ttfb['direct']:.2f} ms; added: " + ", ".join(
                             f"{name} {ttfb[f'{name} {way}'] - ttfb['direct']:.2f}"
-                            for name in configs if "store" not in name) + " ms"))
+                            for name in configs if "store" not in name and "slow" not in name) + " ms"))
     stored = f"{after}+store translating"
     slower = best[stored] / best[f"{after} translating"]
     results.add(Row("6i", "levers: store on / store off, translating time", slower, "x", "<= 1.1x", slower <= 1.1,
                     f"CPU {cpu_mw[f'{after} translating']:.1f} -> {cpu_mw[stored]:.1f} us/ev (SQLite)"))
+    slow = f"{after}+slow-path translating"
+    cut = cpu_mw[f"{after} translating"] / cpu_mw[slow]
+    results.add(Row("6k", "levers: core fast path / slow path, translating CPU/event", cut, "x", "info", None,
+                    f"{cpu_mw[slow]:.1f} -> {cpu_mw[f'{after} translating']:.1f} us/ev; with the slow path "
+                    f"{cpu_mw[slow] / up:.2f}x the upstream's"))
     if litellm_stats is not None:
         (l_best, l_mw, _), (o_best, o_mw, _), small, rss = litellm_stats
         way = "litellm passthrough"

@@ -19,7 +19,9 @@ from typing import Any
 import uvicorn
 
 
-def build(kind: str, upstream: str | None, http_client: Any = "auto", store: str | None = None) -> Any:
+def build(
+    kind: str, upstream: str | None, http_client: Any = "auto", store: str | None = None, slow_path: bool = False
+) -> Any:
     if kind == "upstream":
         from benchmarks.chatstream import app
 
@@ -33,6 +35,12 @@ def build(kind: str, upstream: str | None, http_client: Any = "auto", store: str
     if not upstream:
         raise SystemExit("middleware needs --upstream URL")
     release_large_blocks()  # as compat-asgi serve does
+    if slow_path:  # the before of the core's byte-level fast path, for a comparison in one run
+        from functools import partial
+
+        from compat_asgi.endpoints import responses
+
+        responses.ChatToResponses = partial(responses.ChatToResponses, fast=False)  # type: ignore[misc]
     return create_app(upstream=upstream, http_client=http_client, store=store)
 
 
@@ -46,8 +54,9 @@ def main() -> None:
     parser.add_argument("--http", default="h11", choices=["h11", "httptools"])
     parser.add_argument("--http-client", default="auto", choices=["auto", "httpx", "aiohttp"])
     parser.add_argument("--store", metavar="URL", help="middleware: a response store (default: none)")
+    parser.add_argument("--slow-path", action="store_true", help="middleware: the core's byte-level fast path off")
     args = parser.parse_args()
-    app = build(args.kind, args.upstream, args.http_client, args.store)
+    app = build(args.kind, args.upstream, args.http_client, args.store, args.slow_path)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ROWS = ("1", "1b", "2a", "2b", "3a", "3b", "3c", "3d", "3e", "3f", "4a", "4b", "4c", "4d", "4e", "4f", "5a", "5b")
+ROWS = ("1", "1b", "1c", "2a", "2b", "3a", "3b", "3c", "3d", "3e", "3f", "4a", "4b", "4c", "4d", "4e", "4f", "5a", "5b")
 # "<id>  <label>  <value>  <target>  <PASS|MISS|info>": the value is a ratio or a measurement.
 ROW = r"^{}\s+\S.*?\s+-?\d+(\.\d+)?( ?x| ms| conns)\s+\S.*?\s+(PASS|MISS|info)\b"
 

@@ -103,6 +103,11 @@ class LineBuffer:
         """Bytes held for an incomplete line."""
         return len(self._buf)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held: the next byte fed starts a new line."""
+        return not self._buf and not self._skip_lf and self._error is None
+
 
 class ServerSentEvent(NamedTuple):
     event: bytes | None
@@ -138,6 +143,13 @@ class SSEDecoder:
             elif field == b"event":
                 self._event = value
         return out
+
+    @property
+    def idle(self) -> bool:
+        """Nothing held (no partial line, field or error): the next byte fed
+        starts a new event, so a caller may read whole events from the front
+        of a chunk itself and feed only the rest."""
+        return self._lines.idle and not self._data and self._event is None
 
     def check(self) -> None:
         """Raise a fault found after the events the last :meth:`feed` returned (see :meth:`LineBuffer.check`)."""

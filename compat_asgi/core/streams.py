@@ -12,6 +12,11 @@ produced before the fault in that outbox. :meth:`ChatToResponses.fail`
 returns them first, then closes every open part and item (status
 ``incomplete``, the text so far) and ends with ``error`` + ``response.failed``.
 
+:meth:`ChatToResponses.feed_encoded` gives the same events already encoded
+as SSE, byte for byte what :func:`~compat_asgi.core.sse.encode_events`
+makes of them, and takes a byte-level fast path for the chunk of almost
+every token (see :class:`_Envelope`).
+
 Tool calls are the exception to "never buffers": a call is announced whole,
 once it is known complete (at the choice's ``finish_reason``, or at the end of
 a stream that never sent one). Clients execute every call an
@@ -49,7 +54,7 @@ from compat_asgi.core.responses import (
     summary_text_part,
     tool_name,
 )
-from compat_asgi.core.sse import DEFAULT_MAX_LINE, DONE, SSEDecoder
+from compat_asgi.core.sse import DEFAULT_MAX_LINE, DONE, SSEDecoder, encode_event, encode_events
 from compat_asgi.errors import CompatError, UpstreamProtocolError, UpstreamStatusError
 
 __all__ = ["ChatToResponses", "completion_to_chunk", "stream_error", "INTERRUPTED"]
@@ -172,6 +177,113 @@ class _Call:
         self.chunks: list[str] = _Deltas()
 
 
+class _Envelope:
+    """The bytes around the text of a chunk that carries one text delta and
+    nothing else, as this upstream writes it.
+
+    Such chunks make up almost all of a streamed answer, and the upstream
+    writes every one in the same envelope (``{"id":...,"choices":[{"index":0,
+    "delta":{"content":"`` ... ``"},"finish_reason":null}]}``). Decoding each,
+    building its delta event and encoding that again is most of the cost of
+    translating; a line that is this envelope around a JSON string instead
+    has that string, still escaped, spliced into the encoded delta event.
+
+    Learnt from one such chunk the slow path decoded: ``prefix`` ends with
+    the quote that opens the ``content`` string, ``suffix`` starts with the
+    quote that closes it. :meth:`ChatToResponses._learn` proves that every
+    string between them is that chunk's only delta.
+    """
+
+    __slots__ = ("prefix", "suffix", "heads")
+
+    def __init__(self, prefix: bytes, suffix: bytes) -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+        # How a data line holding such a chunk starts: "data:" with or
+        # without the one space SSE strips.
+        self.heads = (b"data: " + prefix, b"data:" + prefix) if prefix[:1] != b" " else (b"data: " + prefix,)
+
+    def text(self, data: bytes) -> bytes | None:
+        """The escaped text of ``data`` (an SSE event's data) if it is this envelope around one."""
+        if data.startswith(self.prefix) and data.endswith(self.suffix):
+            end = len(data) - len(self.suffix)
+            if end >= len(self.prefix):
+                return data[len(self.prefix) : end]
+        return None
+
+
+class _Splice:
+    """The encoded ``output_text.delta`` event of one open part, cut where its
+    delta and its sequence number go."""
+
+    __slots__ = ("item", "part_index", "before", "middle", "after")
+
+    def __init__(self, item: _TextItem, part_index: int, before: bytes, middle: bytes, after: bytes) -> None:
+        self.item = item
+        self.part_index = part_index
+        self.before = before  # up to the delta string's opening quote
+        self.middle = middle  # from its closing quote to the sequence number
+        self.after = after  # the rest, to the blank line
+
+
+# Two strings spliced into a learnt envelope to prove where its text goes.
+_PROBES = (("probe-1", b"probe-1"), ("probe-\u00a7", "probe-\u00a7".encode()))
+# Marks that the delta event template is cut at.
+_DELTA_MARK = "\u2063splice\u2063"
+_SEQ_MARK = 987_654_321_987_654_321
+# Learning an envelope costs a few slow chunks. Some upstreams change it
+# now and then (a "created" that is the time of each chunk): it is learnt
+# again freely _LEARN_TRIES times, then at most once every _RELEARN_EVERY
+# events, which bounds what an envelope that changes every chunk costs.
+_LEARN_TRIES = 8
+_RELEARN_EVERY = 64
+# Strings the fast path leaves to orjson: anything escaped, a quote, a control character.
+_SPECIAL = b'"\\' + bytes(range(32))
+
+
+def _canonical_text(raw: bytes) -> str | None:
+    """The text of ``raw``, the inside of a JSON string, if it is valid and
+    written exactly as orjson writes that text (so spliced, it is the bytes
+    the slow path's encoder would make); else None."""
+    if len(raw.translate(None, _SPECIAL)) == len(raw):
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            return None
+    quoted = b'"' + raw + b'"'
+    try:
+        text = orjson.loads(quoted)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(text, str) and orjson.dumps(text) == quoted:
+        return text
+    return None
+
+
+def _text_only(chunk: Any) -> str | None:
+    """The text of a chunk that carries one text delta and nothing else the
+    translator reads (no error, usage, finish reason, other delta field): what
+    :meth:`ChatToResponses._chunk` turns into exactly one text delta."""
+    if type(chunk) is not dict or chunk.get("error") is not None or chunk.get("usage"):
+        return None
+    choices = chunk.get("choices")
+    if type(choices) is not list or not choices or type(choices[0]) is not dict:
+        return None
+    delta = choices[0].get("delta")
+    finish_reason = choices[0].get("finish_reason")
+    if type(delta) is not dict or len(delta) != 1 or (finish_reason and isinstance(finish_reason, str)):
+        return None
+    content = delta.get("content")
+    return content if type(content) is str else None
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 # The codes a Response's ``error`` may carry (the SDK's ``ResponseError.code``);
 # the ``error`` event before it keeps the precise code, which is free-form there.
 RESPONSE_ERROR_CODES = frozenset(
@@ -210,7 +322,10 @@ class ChatToResponses:
         max_line: int = DEFAULT_MAX_LINE,
         options: OutputOptions = _DEFAULT_OUTPUT,
         clock: Clock | None = None,
+        fast: bool = True,
     ) -> None:
+        """``fast=False`` turns :meth:`feed_encoded`'s fast path off (for the
+        tests and benchmarks that compare it with the slow path)."""
         self.response = response
         self._clock = clock
         self.done = False
@@ -222,6 +337,13 @@ class ChatToResponses:
         self._think = ThinkSplitter() if options.think_tags else None
         self._seq = 0
         self._out: list[Event] = []  # produced, not yet returned to the caller
+        self._wire: list[bytes] = []  # encoded, produced before _out, not yet returned
+        self._max_line = max_line
+        self._fast = fast and self._think is None  # think tags need the text decoded
+        self._envelope: _Envelope | None = None
+        self._learn_tries = _LEARN_TRIES
+        self._learnt_at = 0  # self._seq at the last try
+        self._splice: _Splice | None = None
         self._output: list[dict[str, Any] | None] = []  # final items by output_index
         self._text: _TextItem | None = None
         self._calls: dict[int, _Call] = {}  # the call each chat index routes to now
@@ -236,7 +358,7 @@ class ChatToResponses:
     def pending(self) -> bool:
         """Events were produced but not returned: a call raised after producing them.
         :meth:`fail` returns them before the failure events."""
-        return bool(self._out)
+        return bool(self._out or self._wire)
 
     def done_items(self) -> list[dict[str, Any]]:
         """The items closed so far, in output order: the output of the response as it is now."""
@@ -269,13 +391,36 @@ class ChatToResponses:
         A fault raises :class:`CompatError`; the events of the same bytes
         before it stay pending for :meth:`fail`.
         """
-        self._feed_bytes(data)
+        self._feed_bytes(data, fast=False)
         return self._take()
+
+    def feed_encoded(self, data: bytes) -> tuple[bytes, list[Event]]:
+        """:meth:`feed_bytes` for a caller that sends SSE: chunks that only
+        carry text take a fast path that skips decoding and re-encoding them.
+
+        Returns the events of ``data`` as ``(encoded, events)``: first those
+        already encoded, byte for byte what :func:`encode_events` makes of
+        them, then the rest as :meth:`feed_bytes` returns them.
+
+        A fault raises as in :meth:`feed_bytes`; what the same bytes produced
+        before it stays pending: :meth:`take_encoded`, then :meth:`fail`.
+        """
+        self._feed_bytes(data, fast=self._fast)
+        return self.take_encoded(), self._take()
+
+    def take_encoded(self) -> bytes:
+        """The encoded events a :meth:`feed_encoded` that raised had produced:
+        they come before what :meth:`fail` (or ``close`` ...) returns."""
+        wire = self._wire
+        if not wire:
+            return b""
+        self._wire = []
+        return wire[0] if len(wire) == 1 else b"".join(wire)
 
     def close(self) -> list[Event]:
         """The upstream body ended: flush an unterminated last event, then :meth:`finish`."""
         if not self.saw_done:
-            self._feed_bytes(b"\n\n")
+            self._feed_bytes(b"\n\n", fast=False)
         return self.finish(saw_done=self.saw_done)
 
     def feed(self, chunk: Any) -> list[Event]:
@@ -406,16 +551,144 @@ class ChatToResponses:
 
     # -- state machine ------------------------------------------------------
 
-    def _feed_bytes(self, data: bytes) -> None:
+    def _feed_bytes(self, data: bytes, *, fast: bool) -> None:
+        if self.saw_done:
+            return  # anything after [DONE] is not part of this stream, not even a line too long
+        envelope = self._envelope if fast else None
+        if envelope is None:
+            self._decode(data, fast=fast)
+            return
+        # Whole text events skip the decoder too whenever it holds nothing:
+        # then what it would make of them is known. The rest goes through
+        # it, cut just before the next line that may be a text event (it
+        # returns the same events, and fails at the same line, however its
+        # input is cut).
+        pos, end = 0, len(data)
+        if self._decoder.idle:
+            pos = self._splice_lines(data, pos, envelope)
+            if pos == end:
+                return
+        while True:
+            at = data.find(envelope.prefix, pos + 1)
+            cut = end if at < 0 else max(at - (6 if data.startswith(b"data: ", at - 6) else 5), pos + 1)
+            self._decode(data[pos:cut], fast=True)
+            if self.saw_done or cut == end:
+                return
+            pos = cut
+            if self._decoder.idle:
+                pos = self._splice_lines(data, pos, envelope)
+                if pos == end:
+                    return
+
+    def _decode(self, data: bytes, *, fast: bool) -> None:
         for sse in self._decoder.feed(data):
             if self.saw_done:
                 return  # anything after [DONE] is not part of this stream
             if sse.data == DONE:
                 self.saw_done = True
-            else:
+            elif not fast:
                 self._chunk(_parse_chunk(sse.data))
+            else:
+                envelope = self._envelope
+                raw = envelope.text(sse.data) if envelope is not None else None
+                if raw is not None and self._splice_text(raw):
+                    continue
+                chunk = _parse_chunk(sse.data)
+                self._chunk(chunk)
+                if raw is None:  # not the envelope known, if any: maybe a new one
+                    self._learn(sse.data, chunk)
         if not self.saw_done:
             self._decoder.check()
+
+    # -- the fast path (see _Envelope) ----------------------------------------
+
+    def _splice_lines(self, data: bytes, pos: int, envelope: _Envelope) -> int:
+        """Splice the text events ``data`` has from ``pos`` on; where they end."""
+        heads, skip, suffix = envelope.heads, len(envelope.prefix), envelope.suffix
+        while data.startswith(heads, pos):
+            # "data:" + the one space SSE strips, if there is one.
+            start = pos + (6 if data[pos + 5] == 32 else 5) + skip
+            # The first LF ends the line: the text has no line break
+            # (_splice_text refuses control characters), the suffix none.
+            # Then a blank line, and the event is whole.
+            line_end = data.find(b"\n", start)
+            end = line_end - len(suffix)
+            if (
+                line_end < 0
+                or not data.startswith(b"\n", line_end + 1)
+                or line_end - pos > self._max_line  # the decoder reports it
+                or end < start
+                or not data.startswith(suffix, end)
+                or not self._splice_text(data[start:end])
+            ):
+                break
+            pos = line_end + 2
+        return pos
+
+    def _splice_text(self, raw: bytes) -> bool:
+        """One chunk's text delta, ``raw`` as the upstream escaped it, into
+        its encoded event, with the state changes the slow path makes; False
+        (nothing done) when the slow path has to take the chunk."""
+        if not raw:
+            return True  # the slow path ignores an empty delta too
+        text = self._text
+        if text is None or text.kind is not _OUTPUT_TEXT:
+            return False  # the part opens first: the slow path announces it
+        splice = self._splice
+        if splice is None or splice.item is not text or splice.part_index != text.part_index:
+            splice = self._splice = self._splice_for(text)
+            if splice is None:
+                return False
+        delta = _canonical_text(raw)
+        if delta is None:
+            return False
+        if self._out:
+            self._wire.append(encode_events(self._take()))  # keep the order of events
+        text.chunks.append(delta)
+        self._wire.append(splice.before + raw + splice.middle + str(self._seq).encode() + splice.after)
+        self._seq += 1
+        return True
+
+    def _splice_for(self, text: _TextItem) -> _Splice | None:
+        """The delta event of ``text``'s open part, encoded by the slow path's
+        own builder and encoder, cut at marks put where the delta and the
+        sequence number go."""
+        encoded = encode_event(self._delta_event(_OUTPUT_TEXT, text, _DELTA_MARK, _SEQ_MARK))
+        pieces = encoded.split(orjson.dumps(_DELTA_MARK)[1:-1])
+        if len(pieces) != 2:
+            return None
+        rest = pieces[1].split(b"%d" % _SEQ_MARK)
+        if len(rest) != 2:
+            return None
+        return _Splice(text, text.part_index, pieces[0], rest[0], rest[1])
+
+    def _learn(self, data: bytes, chunk: Any) -> None:
+        """Take the envelope of ``data`` (whose decoded ``chunk`` the slow
+        path just translated) for the fast path, if it carries only text.
+
+        Where the text is, is proven, not guessed: two different strings put
+        there must each come out of the whole line, decoded, as its only text
+        delta. Then the JSON parser is inside that string from the end of the
+        prefix to the start of the suffix, so any valid string there is read
+        the same way, as that delta, with the rest of the chunk unchanged.
+        """
+        if self._learn_tries <= 0 and self._seq < self._learnt_at + _RELEARN_EVERY:
+            return
+        content = _text_only(chunk)
+        if not content:
+            return
+        self._learn_tries -= 1
+        self._learnt_at = self._seq
+        quoted = orjson.dumps(content)
+        at = data.find(quoted)
+        for _ in range(4):  # a short text may also occur elsewhere in the line
+            if at < 0:
+                return
+            prefix, suffix = data[: at + 1], data[at + len(quoted) - 1 :]
+            if all(_text_only(_loads(prefix + raw + suffix)) == probe for probe, raw in _PROBES):
+                self._envelope = _Envelope(prefix, suffix)
+                return
+            at = data.find(quoted, at + 1)
 
     def _take(self) -> list[Event]:
         out = self._out
@@ -457,18 +730,22 @@ class ChatToResponses:
         if text is None or text.kind is not kind:
             text = self._open_part(item_type, kind)
         text.chunks.append(delta)
+        self._out.append(self._delta_event(kind, text, delta, self._seq))
+        self._seq += 1
+
+    @staticmethod
+    def _delta_event(kind: _Kind, text: _TextItem, delta: str, seq: int) -> Event:
         event: Event = {
             "type": kind.delta,
             "item_id": text.id,
             "output_index": text.index,
             kind.index_key: text.part_index,
             "delta": delta,
-            "sequence_number": self._seq,
+            "sequence_number": seq,
         }
         if kind.part is output_text_part:
             event["logprobs"] = []
-        self._seq += 1
-        self._out.append(event)
+        return event
 
     def _open_part(self, item_type: str, kind: _Kind) -> _TextItem:
         """Announce the item (closing another kind of item first) and the part

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -118,13 +119,17 @@ class _EncodedStream:
         return self.keep(encode_events(events))
 
     def feed(self, data: bytes) -> bytes:
-        events = self.core.feed_bytes(data)
+        if self.core.finishing:
+            # Events are held from the finish on: what follows goes after them.
+            self.held += self.core.feed_bytes(data)
+            return b""
+        spliced, events = self.core.feed_encoded(data)
         if self.core.finishing:
             # The items' closing events: each carries its item's whole text.
             # They go out with the terminal event, one body message each.
             self.held += events
-            return b""
-        return self.keep(encode_events(events))
+            return self.keep(spliced)
+        return self.keep(spliced + encode_events(events) if events else spliced)
 
     def close(self) -> Iterable[bytes]:
         return self._pieces(self.core.close())
@@ -136,14 +141,18 @@ class _EncodedStream:
         """The last events, one piece each: of a long answer, four of them
         carry the whole text. Unless they are to be recorded, each is encoded
         only as it is sent, so that one at a time is alive as bytes."""
+        # Text a feed that raised had spliced comes first; nothing was held
+        # then (a finishing stream is fed without the fast path).
+        spliced = self.core.take_encoded()
+        head = (self.keep(spliced),) if spliced else ()
         events, self.held = self.held + events, []
         # Known before encoding them (their text alone is that long): they would not fit the recording.
         if self.recording is None or not self.recording.fits(_text_size(events)):
-            return map(encode_event, events)
-        return [self.keep(encode_event(event)) for event in events]
+            return itertools.chain(head, map(encode_event, events))
+        return [*head, *(self.keep(encode_event(event)) for event in events)]
 
     def interrupt(self) -> bytes:
-        return self.keep(encode_events(self.core.interrupt()))
+        return self.keep(self.core.take_encoded() + encode_events(self.core.interrupt()))
 
 
 def _warn_if_dropped(response_id: str, recording: _Recording | None) -> None:
