@@ -555,30 +555,14 @@ class ChatToResponses:
         if self.saw_done:
             return  # anything after [DONE] is not part of this stream, not even a line too long
         envelope = self._envelope if fast else None
-        if envelope is None:
-            self._decode(data, fast=fast)
-            return
-        # Whole text events skip the decoder too whenever it holds nothing:
-        # then what it would make of them is known. The rest goes through
-        # it, cut just before the next line that may be a text event (it
-        # returns the same events, and fails at the same line, however its
-        # input is cut).
-        pos, end = 0, len(data)
-        if self._decoder.idle:
-            pos = self._splice_lines(data, pos, envelope)
-            if pos == end:
+        if envelope is not None and self._decoder.idle:
+            # Whole text events at the front of a read skip the decoder too:
+            # it holds nothing, so what it would make of them is known.
+            pos = self._splice_lines(data, envelope)
+            if pos == len(data):
                 return
-        while True:
-            at = data.find(envelope.prefix, pos + 1)
-            cut = end if at < 0 else max(at - (6 if data.startswith(b"data: ", at - 6) else 5), pos + 1)
-            self._decode(data[pos:cut], fast=True)
-            if self.saw_done or cut == end:
-                return
-            pos = cut
-            if self._decoder.idle:
-                pos = self._splice_lines(data, pos, envelope)
-                if pos == end:
-                    return
+            data = data[pos:]
+        self._decode(data, fast=fast)
 
     def _decode(self, data: bytes, *, fast: bool) -> None:
         for sse in self._decoder.feed(data):
@@ -602,9 +586,10 @@ class ChatToResponses:
 
     # -- the fast path (see _Envelope) ----------------------------------------
 
-    def _splice_lines(self, data: bytes, pos: int, envelope: _Envelope) -> int:
-        """Splice the text events ``data`` has from ``pos`` on; where they end."""
+    def _splice_lines(self, data: bytes, envelope: _Envelope) -> int:
+        """Splice the text events ``data`` starts with; where they end."""
         heads, skip, suffix = envelope.heads, len(envelope.prefix), envelope.suffix
+        pos = 0
         while data.startswith(heads, pos):
             # "data:" + the one space SSE strips, if there is one.
             start = pos + (6 if data[pos + 5] == 32 else 5) + skip
