@@ -125,10 +125,14 @@ class _EncodedStream:
             return b""
         spliced, events = self.core.feed_encoded(data)
         if self.core.finishing:
-            # The items' closing events: each carries its item's whole text.
-            # They go out with the terminal event, one body message each.
-            self.held += events
-            return self.keep(spliced)
+            # The items' closing events, after the last text delta: each
+            # carries its item's whole text. They go out with the terminal
+            # event, one body message each; the rest of the read goes now.
+            cut = len(events)
+            while cut and events[cut - 1]["type"] not in _TEXT_DELTAS:
+                cut -= 1
+            self.held += events[cut:]
+            events = events[:cut]
         return self.keep(spliced + encode_events(events) if events else spliced)
 
     def close(self) -> Iterable[bytes]:
@@ -153,6 +157,16 @@ class _EncodedStream:
 
     def interrupt(self) -> bytes:
         return self.keep(self.core.take_encoded() + encode_events(self.core.interrupt()))
+
+
+_TEXT_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
 
 
 def _warn_if_dropped(response_id: str, recording: _Recording | None) -> None:

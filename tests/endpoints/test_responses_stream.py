@@ -75,3 +75,15 @@ def test_interrupt_keeps_spliced_text_pending_after_a_fault() -> None:
         outs.append((stream.interrupt(), stream.events()))
     assert outs[0] == outs[1]
     assert outs[0][0].count(b"event: response.output_text.delta\n") == 3
+
+
+def test_a_read_that_carries_a_whole_answer_is_one_body_then_the_closing_events() -> None:
+    """An upstream that outpaces us hands over a whole answer in one read:
+    its deltas go out as one body, only the closing events one body each."""
+    line = b'data: {"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":%s}]}\n\n'
+    words = [b"w%d " % i for i in range(300)]
+    data = b"".join(line % (word, b"null") for word in words) + line % (b"", b'"stop"') + b"data: [DONE]\n\n"
+    for fast in (True, False):
+        bodies, _ = sent([data], fast=fast, record=False)
+        assert len(bodies) == 1 + 1 + 4  # start; the deltas; text, part and item done, completed
+        assert bodies[1].count(b"event: response.output_text.delta\n") == 300
