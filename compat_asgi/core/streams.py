@@ -12,10 +12,10 @@ produced before the fault in that outbox. :meth:`ChatToResponses.fail`
 returns them first, then closes every open part and item (status
 ``incomplete``, the text so far) and ends with ``error`` + ``response.failed``.
 
-:meth:`ChatToResponses.feed_encoded` gives the same events already encoded
-as SSE, byte for byte what :func:`~compat_asgi.core.sse.encode_events`
-makes of them, and takes a byte-level fast path for the chunk of almost
-every token (see :class:`_Envelope`).
+:meth:`ChatToResponses.feed_encoded` is for callers that send SSE: the
+chunk of almost every token takes a byte-level fast path (see
+:class:`_Envelope`) whose events come out already encoded, byte for byte
+what :func:`~compat_asgi.core.sse.encode_events` makes of the slow path's.
 
 Tool calls are the exception to "never buffers": a call is announced whole,
 once it is known complete (at the choice's ``finish_reason``, or at the end of
