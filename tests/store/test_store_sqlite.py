@@ -72,7 +72,7 @@ def test_lru_order_survives_reopen(tmp_path: Path) -> None:
     assert asyncio.run(second()) == [True, False, True]
 
 
-def test_wal_mode_is_on(tmp_path: Path) -> None:
+def test_wal_mode_is_on_with_large_pages(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
 
     async def scenario() -> None:
@@ -84,6 +84,7 @@ def test_wal_mode_is_on(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA page_size").fetchone() == (16384,)  # a stored stream's blob is large
     finally:
         conn.close()
 
