@@ -68,7 +68,8 @@ def _scope(path: str) -> dict[str, Any]:
     }
 
 
-DONE_MARKER = {"chat": b"data: [DONE]", "responses": b"event: response.completed"}
+# The terminal Responses event as its data says (its "event:" line is optional SSE framing).
+DONE_MARKER = {"chat": b"data: [DONE]", "responses": b"\"type\":\"response.completed\""}
 
 
 class _Tail:

@@ -14,7 +14,7 @@ Clients are bare sockets (nothing but ``recv``), so the servers set the pace.
 CPU per event is each process's user+system time over its rounds divided by
 the events it carried; the issue's targets compare the middleware's CPU per
 event with the upstream's. ``python -m benchmarks --only levers``; the
-optional LiteLLM row runs when a ``litellm`` executable is found
+optional LiteLLM rows (6j chat passthrough, 6l Responses over chat) run when a ``litellm`` executable is found
 (``--litellm PATH`` or on ``PATH``), with fewer events, as it is slow.
 """
 
@@ -63,14 +63,17 @@ def _litellm(upstream: Server, events: int) -> Iterator[Server | None]:
     port = free_port()
     try:
         server = Server(
-            # hosted_vllm: a chat-completions server, so /v1/responses is bridged onto chat.
-            [exe, "--model", f"hosted_vllm/bench-{events}", "--api_base", upstream.url + "/v1", "--port", str(port),
+            # lm_studio: an OpenAI-style chat server, whose /v1/responses LiteLLM
+            # bridges onto chat completions (its hosted_vllm provider would send
+            # /v1/responses on to the upstream as it is).
+            [exe, "--model", f"lm_studio/bench-{events}", "--api_base", upstream.url + "/v1", "--port", str(port),
              "--host", "127.0.0.1", "--num_workers", "1"],
             port,
             ready_path="/health/liveliness",
             timeout=180.0,
             env={
                 "OPENAI_API_KEY": "unused",
+                "LM_STUDIO_API_KEY": "unused",
                 "LITELLM_LOG": "ERROR",
                 "LITELLM_TELEMETRY": "False",
                 # Bound to 127.0.0.1 for this measurement only.
@@ -178,9 +181,7 @@ def run(cfg: Config, results: Results) -> None:
         with _litellm(upstream, small) as litellm:
             if litellm is not None:
                 try:
-                    # LiteLLM 1.106 sends /v1/responses on to a vLLM-style upstream as
-                    # /v1/responses (no translation onto chat): only passthrough compares.
-                    lite = asyncio.run(_measure(upstream, {"litellm": litellm}, small, 2, streams=4, translating=False))
+                    lite = asyncio.run(_measure(upstream, {"litellm": litellm}, small, 2, streams=4))
                 except Exception as exc:  # an optional row: say why it is missing, keep the others
                     print(f"litellm measurement failed, row skipped: {exc!r}"[:500], file=sys.stderr)
                 else:
@@ -245,9 +246,10 @@ def run(cfg: Config, results: Results) -> None:
                     f"{cpu_mw[slow] / up:.2f}x the upstream's"))
     if litellm_stats is not None:
         (l_best, l_mw, _), (o_best, o_mw, _), small, rss = litellm_stats
-        way = "litellm passthrough"
-        value = l_mw[way] / o_mw[f"{after} passthrough"]
-        results.add(Row("6j", "LiteLLM proxy / ours, chat passthrough CPU/event", value, "x", "info", None,
-                        f"4x{small} events: LiteLLM {l_mw[way]:.0f} us/ev ({4 * small / l_best[way]:.0f} ev/s, "
-                        f"RSS {rss / 2**20:.0f} MiB), ours {o_mw[after + ' passthrough']:.1f} us/ev "
-                        f"({4 * small / o_best[after + ' passthrough']:.0f} ev/s)"))
+        for row_id, kind, label in (("6j", "passthrough", "chat passthrough"), ("6l", "translating", "Responses over chat")):
+            way, ours_way = f"litellm {kind}", f"{after} {kind}"
+            results.add(Row(row_id, f"LiteLLM proxy / ours, {label} CPU/event", l_mw[way] / o_mw[ours_way], "x",
+                            "info", None,
+                            f"4x{small} events: LiteLLM {l_mw[way]:.0f} us/ev ({4 * small / l_best[way]:.0f} ev/s, "
+                            f"RSS {rss / 2**20:.0f} MiB), ours {o_mw[ours_way]:.1f} us/ev "
+                            f"({4 * small / o_best[ours_way]:.0f} ev/s)"))
