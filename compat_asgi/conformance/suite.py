@@ -258,16 +258,19 @@ SKIP_FILE_SEARCH = "skipped: optional, needs --file-search-vector-store-id ID (a
 SKIP_WEB_SEARCH = "skipped: optional, needs --enable-offline-web-search (a server whose web_search works offline)"
 
 
-def _hosted_calls(kind: str, final: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
-    return [(k, i) for k, i in enumerate(final.get("output") or ()) if isinstance(i, Mapping) and i.get("type") == kind]
+def _hosted_calls(kind: str, final: Mapping[str, Any], out: list[Violation]) -> list[tuple[int, Mapping[str, Any]]]:
+    """The output items of ``kind``; one not ``completed`` adds a violation to ``out``."""
+    calls = [(k, i) for k, i in enumerate(final.get("output") or ()) if isinstance(i, Mapping) and i.get("type") == kind]
+    for k, item in calls:
+        if item.get("status") != "completed":
+            out.append(violation(f"output[{k}].status is {item.get('status')!r}, expected 'completed'", "hosted-tool"))
+    return calls
 
 
 def _file_search_results(final: Mapping[str, Any]) -> list[Violation]:
     """Each call finished, with its queries, and the results ``include`` asked for."""
     out: list[Violation] = []
-    for k, item in _hosted_calls("file_search_call", final):
-        if item.get("status") != "completed":
-            out.append(violation(f"output[{k}].status is {item.get('status')!r}, expected 'completed'", "hosted-tool"))
+    for k, item in _hosted_calls("file_search_call", final, out):
         queries = item.get("queries")
         if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
             out.append(violation(f"output[{k}].queries is not a list of strings: {queries!r}", "hosted-tool"))
@@ -281,9 +284,7 @@ def _file_search_results(final: Mapping[str, Any]) -> list[Violation]:
 def _web_search_sources(final: Mapping[str, Any]) -> list[Violation]:
     """Each call finished, says what it did, and a search carries the sources ``include`` asked for."""
     out: list[Violation] = []
-    for k, item in _hosted_calls("web_search_call", final):
-        if item.get("status") != "completed":
-            out.append(violation(f"output[{k}].status is {item.get('status')!r}, expected 'completed'", "hosted-tool"))
+    for k, item in _hosted_calls("web_search_call", final, out):
         action = item.get("action")
         if not isinstance(action, Mapping) or not isinstance(action.get("type"), str):
             out.append(violation(f"output[{k}].action is not an object with a type: {snippet(orjson.dumps(action))}",
