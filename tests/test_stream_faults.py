@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import openai
 import orjson
+import pytest
 import respx
 from faulty_upstream import FaultyUpstream, chunk, tool
 from hypothesis import HealthCheck, given, settings
@@ -322,3 +323,38 @@ def test_an_abandoned_stored_stream_is_kept_incomplete_and_can_be_continued() ->
 async def _wait(event: threading.Event) -> None:
     while not event.is_set():
         await asyncio.sleep(0.01)
+
+
+class NamelessCall:
+    """A chat upstream whose one tool call never gets a name."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = orjson.loads((await receive())["body"])
+        call = {"index": 0, "id": "call_x", "type": "function", "function": {"arguments": "{}"}}
+        head = {"id": "chatcmpl-x", "created": 1, "model": "m"}
+        if not request.get("stream"):
+            message = {"role": "assistant", "content": "ok", "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            body = orjson.dumps({**head, "object": "chat.completion", "choices": [choice]})
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        body = b""
+        for delta, finish in (({"content": "ok"}, None), ({"tool_calls": [call]}, None), ({}, "tool_calls")):
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            body += b"data: " + orjson.dumps({**head, "object": "chat.completion.chunk", "choices": [choice]}) + b"\n\n"
+        await send({"type": "http.response.body", "body": body + b"data: [DONE]\n\n"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_left_out_of_the_response_is_logged(stream: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """A call no client could route (no name) is left out, and an operator is told."""
+    app = CompatMiddleware(NamelessCall())
+    answer = asyncio.run(call(app, "POST", "/v1/responses", {"model": "m", "input": "hi", "stream": stream}))
+    assert answer.status == 200
+    final = (
+        orjson.loads([data for _, data in parse_sse(answer.body)][-1])["response"] if stream else answer.json()
+    )
+    assert [item["type"] for item in final["output"]] == ["message"]
+    assert f"{final['id']}: 1 tool call(s) from the upstream left out" in caplog.text

@@ -241,8 +241,11 @@ def chat_completion_to_response(
     ids: IdFactory,
     options: OutputOptions = _DEFAULT_OUTPUT,
     clock: Clock | None = None,
+    left_out: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Fill ``response`` (from :func:`new_response`) from a non-streamed chat completion."""
+    """Fill ``response`` (from :func:`new_response`) from a non-streamed chat
+    completion. The names of the calls the client is not given (see
+    :func:`shown_call`) are appended to ``left_out``."""
     if not isinstance(completion, dict):
         raise UpstreamProtocolError("upstream chat completion is not a JSON object")
     choices = completion.get("choices")
@@ -287,6 +290,8 @@ def chat_completion_to_response(
         chat_name = str(function.get("name") or "")
         arguments = arguments_text(function.get("arguments"))
         if not shown_call(chat_name, arguments, cut=incomplete is not None):
+            if left_out is not None:
+                left_out.append(chat_name)
             continue
         call_id = call.get("id")
         if not (isinstance(call_id, str) and call_id) or call_id in call_ids:

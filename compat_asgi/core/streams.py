@@ -348,6 +348,9 @@ class ChatToResponses:
         self._text: _TextItem | None = None
         self._calls: dict[int, _Call] = {}  # the call each chat index routes to now
         self._pending_calls: list[_Call] = []  # every call not yet announced, in arrival order
+        #: Calls the upstream made that the client was not given: nameless, or
+        #: cut off mid-arguments (by the token limit, or a fault).
+        self.left_out_calls = 0
         self._call_ids: set[str] = set()  # call_ids announced so far
         self._finish_reason: str | None = None
         self._usage: Any = None
@@ -685,6 +688,7 @@ class ChatToResponses:
         Tool calls not yet announced were never shown and may be half-made:
         they are dropped, not closed (a client would run them)."""
         self._flush_think()
+        self.left_out_calls += len(self._pending_calls)
         self._pending_calls.clear()
         self._calls.clear()
         self._close_text("incomplete")
@@ -879,6 +883,8 @@ class ChatToResponses:
             arguments = "".join(call.chunks)
             if shown_call(call.name, arguments, cut=truncated):
                 self._announce_call(call, arguments, status)
+            else:
+                self.left_out_calls += 1
         self._pending_calls.clear()
         self._calls.clear()
 

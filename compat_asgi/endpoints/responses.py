@@ -169,6 +169,16 @@ _TEXT_DELTAS = frozenset(
 )
 
 
+def _warn_left_out(response_id: str, calls: int) -> None:
+    if calls:
+        logger.warning(
+            "%s: %d tool call(s) from the upstream left out of the response: without a name,"
+            " or cut off mid-arguments (by the token limit or a fault)",
+            response_id,
+            calls,
+        )
+
+
 def _warn_if_dropped(response_id: str, recording: _Recording | None) -> None:
     if recording is not None and recording.dropped:
         logger.warning(
@@ -291,9 +301,11 @@ class ResponsesOverChat:
                 completion = parse_upstream_json(
                     await upstream.read(settings.max_upstream_body_size)
                 )
+                left_out: list[str] = []
                 chat_completion_to_response(
-                    completion, response, settings.ids, translated.output, settings.clock
+                    completion, response, settings.ids, translated.output, settings.clock, left_out
                 )
+                _warn_left_out(response["id"], len(left_out))
                 response["output"][:0] = [{**item, "status": "completed"} for item in first_output]
                 if keep:
                     await self._save(call, body, kept_items, response, None)
@@ -311,6 +323,7 @@ class ResponsesOverChat:
             )
 
             async def save() -> None:
+                _warn_left_out(core.response["id"], core.left_out_calls)
                 if keep:
                     events = stream.events()
                     _warn_if_dropped(core.response["id"], stream.recording)
@@ -377,6 +390,7 @@ class ResponsesOverChat:
 
         async def finish(events: list[Event]) -> list[Event]:
             turn.context = context + list(core.response.get("output") or ())
+            _warn_left_out(core.response["id"], core.left_out_calls)
             if keep:
                 recording.keep(encode_events(events))
                 _warn_if_dropped(core.response["id"], recording)

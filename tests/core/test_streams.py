@@ -15,7 +15,7 @@ from compat_asgi.core.reasoning import ReasoningSeal
 from compat_asgi.core.responses import chat_completion_to_response, new_response
 from compat_asgi.core.sse import encode_event
 from compat_asgi.core.streams import ChatToResponses
-from compat_asgi.errors import CompatError
+from compat_asgi.errors import CompatError, UpstreamProtocolError
 from compat_asgi.validate import assert_valid, validate_responses_sse
 
 ECHO = {"model": "m", "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}
@@ -519,14 +519,32 @@ def test_the_calls_shown_streamed_and_not_are_the_same(calls: list[tuple[str | N
         for id, name, args in calls
     ]}
     completion = {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}
-    whole = chat_completion_to_response(completion, new_response(ECHO, "resp_1", 1700000000), CountingIds())
+    left_out: list[str] = []
+    whole = chat_completion_to_response(
+        completion, new_response(ECHO, "resp_1", 1700000000), CountingIds(), left_out=left_out
+    )
     pieces = [chunk(call_delta(i, id=id, name=name, args=args[:5])) + chunk(call_delta(i, args=args[5:]))
               for i, (id, name, args) in enumerate(calls)]
-    streamed = translate([*pieces, chunk(finish=finish), b"data: [DONE]\n\n"])
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 1700000000), CountingIds())
+    streamed = translator.start()
+    for piece in [*pieces, chunk(finish=finish), b"data: [DONE]\n\n"]:
+        streamed += translator.feed_bytes(piece)
+    streamed += translator.close()
     assert_valid(validate_responses_sse(encoded(streamed)))
     assert streamed[-1]["response"] == whole
     call_ids = [item["call_id"] for item in whole["output"]]
     assert len(call_ids) == len(set(call_ids)) == (1 if finish == "length" else 2)
+    # The call left out (cut, or nameless) is counted the same way, both ways.
+    assert left_out == (["exec_command"] if finish == "length" else [""])
+    assert translator.left_out_calls == 1
+
+
+def test_calls_left_out_by_a_fault_are_counted() -> None:
+    translator = ChatToResponses(new_response(ECHO, "resp_1", 1700000000), CountingIds())
+    translator.start()
+    translator.feed_bytes(chunk(call_delta(0, id="call_a", name="exec_command", args='{"cmd":')))
+    translator.fail(UpstreamProtocolError("cut"))
+    assert translator.left_out_calls == 1
 
 
 # -- calls are announced only when complete, whatever the chunks and the fault --
