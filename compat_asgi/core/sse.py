@@ -25,6 +25,7 @@ __all__ = [
     "encode_chunks",
     "encode_data",
     "encode_comment",
+    "event_offset",
     "DONE_FRAME",
 ]
 
@@ -180,6 +181,19 @@ def encode_data(payload: dict[str, Any]) -> bytes:
 def encode_chunks(chunks: Iterable[dict[str, Any]]) -> bytes:
     """Several chat chunks as one SSE byte string."""
     return b"".join([encode_data(chunk) for chunk in chunks])
+
+
+def event_offset(encoded: bytes, count: int) -> int:
+    """Where the events that :func:`encode_events` made into ``encoded`` go on
+    after the first ``count`` of them (its length, if it holds fewer): each
+    ends with the one blank line, as JSON data holds no raw line break."""
+    start = 0
+    for _ in range(count):
+        end = encoded.find(b"\n\n", start)
+        if end < 0:
+            return len(encoded)
+        start = end + 2
+    return start
 
 
 def encode_comment(text: bytes = b"") -> bytes:

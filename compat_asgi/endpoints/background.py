@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from compat_asgi.asgi import SSE_HEADERS, Responder
-from compat_asgi.core.sse import SSEDecoder, encode_events
+from compat_asgi.core.sse import SSEDecoder, encode_events, event_offset
 from compat_asgi.core.streams import Event
 from compat_asgi.endpoints import Call
 from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
@@ -369,7 +369,7 @@ class BackgroundRuns:
                 if skip >= count:
                     skip -= count
                     continue
-                yield _events_after(data, skip)
+                yield data[event_offset(data, skip) :]
                 skip = 0
             if ended:
                 return
@@ -390,7 +390,7 @@ class BackgroundRuns:
                 offset += len(fresh)
                 count = fresh.count(b"\n\n")  # each event ends with the one blank line
                 if skip < count:
-                    yield _events_after(fresh, skip)
+                    yield fresh[event_offset(fresh, skip) :]
                 skip = max(0, skip - count)
             if done:
                 return
@@ -456,16 +456,6 @@ class BackgroundRuns:
                 snapshot = self._snapshot(run, {**self._progress(run), "status": "in_progress"})
                 await self._fail_abandoned(snapshot, _SHUTDOWN)
         self._runs.clear()
-
-
-def _events_after(data: bytes, skip: int) -> bytes:
-    """Encoded events without their first ``skip``."""
-    if not skip:
-        return data
-    start = 0
-    for _ in range(skip):
-        start = data.index(b"\n\n", start) + 2
-    return data[start:]
 
 
 def _done_items(events: bytes) -> list[dict[str, Any]]:

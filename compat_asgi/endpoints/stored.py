@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from compat_asgi.asgi import SSE_HEADERS, Responder
+from compat_asgi.core.sse import event_offset
 from compat_asgi.endpoints import Call
 from compat_asgi.endpoints.routes import Route
 from compat_asgi.errors import InvalidRequest, NotFound
@@ -123,16 +124,10 @@ class StoredResponses:
             )
         if not events:
             raise not_recorded(response_id)
-        # Events are stored as sent, numbered 0, 1, 2 ... and each ends with a
-        # blank line: resuming is skipping that many, replaying is sending
-        # slices of the stored bytes, never a second copy of them whole.
-        start = 0
-        for _ in range(starting_after + 1):
-            end = events.find(b"\n\n", start)
-            if end < 0:
-                start = len(events)
-                break
-            start = end + 2
+        # Events are stored as sent, numbered 0, 1, 2 ...: resuming is skipping
+        # that many, replaying is sending slices of the stored bytes, never a
+        # second copy of them whole.
+        start = event_offset(events, starting_after + 1)
         view = memoryview(events)
         await responder.start(200, SSE_HEADERS)
         while True:
