@@ -246,11 +246,28 @@ def unix_server(path: Path) -> Iterator[Path]:
 # Cluster -------------------------------------------------------------------------------
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too, so at most 55535."""
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out for outgoing connections (32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _cluster_ports(size: int) -> list[int]:
+    """``size`` distinct free ports whose cluster bus ports (+10000) are free too.
+
+    Both lie below the kernel's ephemeral range, so no outgoing connection can take one
+    between this check and the node binding it, and no node's port is another's bus port.
+    """
     rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(20000, 55536)
+    high = max(_ephemeral_low() - 10000, 20001)
+    ports: list[int] = []
+    taken: set[int] = set()
+    for _ in range(500):
+        port = rng.randrange(20000, high)
+        if {port, port + 10000} & taken:
+            continue
         with contextlib.ExitStack() as stack:
             try:
                 for candidate in (port, port + 10000):
@@ -258,8 +275,11 @@ def _cluster_port() -> int:
                     sock.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
-        return port
-    raise RuntimeError("no free pair of ports for a cluster node")
+        ports.append(port)
+        taken |= {port, port + 10000}
+        if len(ports) == size:
+            return ports
+    raise RuntimeError(f"no {size} free pairs of ports for cluster nodes")
 
 
 @contextlib.contextmanager
@@ -269,7 +289,7 @@ def cluster(directory: Path, size: int = 3) -> Iterator[list[int]]:
     cli = shutil.which("redis-cli")
     if cli is None:  # a packaging split, not a missing feature: an error, never a skip
         raise RuntimeError("redis-cli is not on PATH (apt-get install redis-tools); the cluster tests need it")
-    ports = [_cluster_port() for _ in range(size)]
+    ports = _cluster_ports(size)
     with contextlib.ExitStack() as stack:
         for port in ports:
             node_dir = directory / str(port)
