@@ -43,11 +43,13 @@ def codex_binary() -> str:
     missing(reason)
 
 
-def config_toml(base_url: str, *, model: str = "demo", env_key: str | None = None) -> str:
+def config_toml(base_url: str, *, model: str = "demo", env_key: str | None = None, websockets: bool = False) -> str:
     """What a user puts in ``~/.codex/config.toml`` (the README shows the same),
     plus retries off so a failure shows at once and no update check or
     analytics (no network here beyond 127.0.0.1)."""
-    key_line = f'env_key = "{env_key}"\n' if env_key else ""
+    provider_lines = f'env_key = "{env_key}"\n' if env_key else ""
+    if websockets:  # Responses WebSocket mode on /v1/responses, HTTP only as Codex's fallback
+        provider_lines += "supports_websockets = true\n"
     return f"""\
 model = "{model}"
 model_provider = "compat"
@@ -62,7 +64,7 @@ enabled = false
 name = "compat-asgi"
 base_url = "{base_url}/v1"
 wire_api = "responses"
-{key_line}request_max_retries = 0
+{provider_lines}request_max_retries = 0
 stream_max_retries = 0
 """
 
@@ -104,6 +106,8 @@ class Workspace:
     env: dict[str, str] = field(default_factory=dict)
     #: Name of the variable Codex reads the server's ``--api-key`` from.
     env_key: str | None = None
+    #: Talk to the server over one WebSocket (Codex's ``supports_websockets``).
+    websockets: bool = False
 
     def __post_init__(self) -> None:
         self.repo = self.root / "repo"
@@ -111,7 +115,7 @@ class Workspace:
         self.repo.mkdir(parents=True)
         self.home.mkdir(parents=True)
         subprocess.run(["git", "init", "-q", str(self.repo)], check=True, timeout=30)
-        (self.home / "config.toml").write_text(config_toml(self.base_url, model=self.model, env_key=self.env_key))
+        (self.home / "config.toml").write_text(config_toml(self.base_url, model=self.model, env_key=self.env_key, websockets=self.websockets))
 
     def exec(self, *args: str) -> CodexRun:
         """``codex exec --json ... args`` in the repository; stdin closed (Codex

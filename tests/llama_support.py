@@ -76,16 +76,17 @@ def _process(args: list[str], ready_url: str, log: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def llama_server(workdir: Path, *, thinking: bool) -> Iterator[str]:
-    """llama-server on a free 127.0.0.1 port with a tiny model; yields its base URL (no /v1)."""
+def llama_server(workdir: Path, *, thinking: bool, context: int = CONTEXT) -> Iterator[str]:
+    """llama-server on a free 127.0.0.1 port with a tiny model and ``context``
+    tokens per slot; yields its base URL (no /v1)."""
     binary = llama_server_binary()
     template = (llama_dir() / "templates" / (QWEN3_TEMPLATE if thinking else HERMES_TEMPLATE)).read_text()
     name = "qwen3" if thinking else "hermes"
-    model = write_model(workdir / f"tiny-{name}.gguf", template, thinking=thinking)
+    model = write_model(workdir / f"tiny-{name}.gguf", template, thinking=thinking, context_length=context)
     port = free_port()
     args = [
         str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "--jinja", "-c", str(CONTEXT * SLOTS), "-np", str(SLOTS), "-t", "1", "--slots", "--metrics",
+        "--jinja", "-c", str(context * SLOTS), "-np", str(SLOTS), "-t", "1", "--slots", "--metrics",
         "--alias", f"tiny-{name}", "--no-warmup",
     ]
     url = f"http://127.0.0.1:{port}"

@@ -25,6 +25,7 @@ Chains (the prompt always ends with ``<|im_start|>assistant\\n``, i.e. "\\n"):
     tool result  Got it, thanks.
     lalala       " la" forever (until max tokens or the context is full)
     json grammar {"answer": "yes"}                   (a grammar forbids "Hello")
+    exec_command <tool_call> exec_command {"cmd": COMMAND}  (Codex's shell tool offered)
 
 The tokenizer is GPT-2 style byte-level BPE: every byte is a token, so any
 prompt tokenizes; the chain's strings are user-defined tokens, which llama.cpp
@@ -34,12 +35,13 @@ numpy) is needed; the chat templates are real ones, passed in as text.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TEXT", "THOUGHT", "ANSWER_AFTER_TOOL", "TIME_ARGS", "WEATHER_ARGS", "JSON_ANSWER", "write_model"]
+__all__ = ["COMMAND", "TEXT", "THOUGHT", "ANSWER_AFTER_TOOL", "TIME_ARGS", "WEATHER_ARGS", "JSON_ANSWER", "write_model"]
 
 TEXT = "Hello from a tiny model."
 THOUGHT = "Thinking it over."
@@ -47,6 +49,8 @@ ANSWER_AFTER_TOOL = "Got it, thanks."
 TIME_ARGS = {"tz": "UTC"}
 WEATHER_ARGS = {"city": "Paris"}
 JSON_ANSWER = {"answer": "yes"}
+# What the model runs through Codex's exec_command tool when it is offered.
+COMMAND = "echo run by a tiny model | tee tiny.txt"
 # A schema whose llama.cpp grammar admits exactly the chain's JSON tokens.
 JSON_SCHEMA = {
     "type": "object",
@@ -66,6 +70,7 @@ _CHAIN = {
     "GOT": "Got", "IT": " it", "THANKS": ", thanks.",
     "LA": " la",
     "J1": '{"answer": "', "J2": "yes", "J3": '"}',
+    "CALL_X": _CALL % "exec_command", "ARGS_X": '{"cmd": %s}}\n</tool_call>' % json.dumps(COMMAND),
 }
 # Trigger tokens: (mode index, attention score). A higher score wins outright.
 _TRIGGERS = {
@@ -73,6 +78,7 @@ _TRIGGERS = {
     "get_weather": (1, 40.0),
     "lalala": (2, 80.0),
     "parallel": (4, 80.0),
+    "exec_command": (5, 100.0),
     "<tool_response>": (3, 120.0),
 }
 _MODES = 8  # width of the mode vector (one attention head)
@@ -139,6 +145,7 @@ def _scores(vocab: _Vocab, *, thinking: bool) -> tuple[np.ndarray, np.ndarray, n
     chain("GOT", "IT", "THANKS", "EOS")
     chain("LA", "LA")
     chain("J1", "J2", "J3", "EOS")
+    chain("CALL_X", "ARGS_X", "EOS")
     a[newline, ids["CALL_W2"]] = -30.0  # never a second call first
     # Modes start their chains from "\n"; mid-chain the successor (20) still wins.
     b[0, ids["CALL_T"]] = 14.0
@@ -147,6 +154,7 @@ def _scores(vocab: _Vocab, *, thinking: bool) -> tuple[np.ndarray, np.ndarray, n
     b[3, ids["GOT"]] = 14.0
     b[4, ids["CALL_T"]] = 14.0
     b[4, ids["CALL_W2"]] = 12.0
+    b[5, ids["CALL_X"]] = 14.0
     # Under a JSON grammar "Hello" is forbidden and this is the best allowed token.
     bias[ids["J1"]] = 4.0
     return a, b, bias
@@ -162,7 +170,6 @@ def write_model(path: Path, chat_template: str, *, thinking: bool = False, conte
     const = n_vocab  # the always-on dimension
     mode0 = n_vocab + 1  # first mode dimension in the residual stream
     n_embd = -(-(n_vocab + 1 + _MODES) // 32) * 32
-    n_head = n_embd // head_dim
     n_ff = 32
     # x = rmsnorm(e_t + e_const) has sqrt(n_embd / 2) in both dimensions.
     unit = float(np.sqrt(n_embd / 2.0))
@@ -171,13 +178,15 @@ def write_model(path: Path, chat_template: str, *, thinking: bool = False, conte
     embd[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
     embd[:, const] = 1.0
 
-    # Head 0 only; query and key in dims 6 (the slowest RoPE pair: with a base of
-    # 1e12 it turns by 1e-9 rad per position). Scores are pre-scaled by
-    # sqrt(head_dim) because llama.cpp divides by it.
-    wq = np.zeros((n_embd, n_embd), dtype=np.float32)
-    wk = np.zeros((n_embd, n_embd), dtype=np.float32)
-    wv = np.zeros((n_embd, n_embd), dtype=np.float32)
-    wo = np.zeros((n_embd, n_embd), dtype=np.float32)
+    # One attention head of head_dim dimensions (not n_embd / n_head: the GGUF
+    # says so with key_length / value_length), so a prompt of tens of thousands
+    # of byte tokens costs seconds, not minutes. Query and key in dims 6 (the
+    # slowest RoPE pair: with a base of 1e12 it turns by 1e-9 rad per position).
+    # Scores are pre-scaled by sqrt(head_dim) because llama.cpp divides by it.
+    wq = np.zeros((head_dim, n_embd), dtype=np.float32)
+    wk = np.zeros((head_dim, n_embd), dtype=np.float32)
+    wv = np.zeros((head_dim, n_embd), dtype=np.float32)
+    wo = np.zeros((n_embd, head_dim), dtype=np.float32)
     wq[6, const] = 1.0 / unit
     for text, (mode, score) in _TRIGGERS.items():
         token = vocab.ids[text]
@@ -198,8 +207,10 @@ def write_model(path: Path, chat_template: str, *, thinking: bool = False, conte
     writer.add_embedding_length(n_embd)
     writer.add_block_count(1)
     writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head)
+    writer.add_head_count(1)
+    writer.add_head_count_kv(1)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_rope_freq_base(1e12)
     writer.add_rope_dimension_count(head_dim)
