@@ -20,12 +20,12 @@ Chains (the prompt always ends with ``<|im_start|>assistant\\n``, i.e. "\\n"):
 
     default      Hello from a tiny model.            (Qwen3 model: <think>...</think> first)
     get_time     <tool_call> get_time {"tz": "UTC"}  (the tool offered, or named)
-    get_weather  <tool_call> get_weather {"city": "Paris"}
-    parallel     both calls, get_time then get_weather
+    get_weather  <tool_call> get_weather {"city": "Paris"}  ({"location": "Paris"} when that is its parameter)
+    parallel please  both calls, get_time then get_weather
     tool result  Got it, thanks.
     lalala       " la" forever (until max tokens or the context is full)
     json grammar {"answer": "yes"}                   (a grammar forbids "Hello")
-    exec_command <tool_call> exec_command {"cmd": COMMAND}  (Codex's shell tool offered)
+    exec_command <tool_call> exec_command {"cmd": COMMAND}  (Codex's shell tool offered as a function)
 
 The tokenizer is GPT-2 style byte-level BPE: every byte is a token, so any
 prompt tokenizes; the chain's strings are user-defined tokens, which llama.cpp
@@ -67,6 +67,7 @@ _CHAIN = {
     "CALL_T": _CALL % "get_time", "ARGS_T": '{"tz": "UTC"}}', "END_T": "\n</tool_call>",
     "CALL_W": _CALL % "get_weather", "CALL_W2": "\n" + _CALL % "get_weather",
     "ARGS_W": '{"city": "Paris"}}\n</tool_call>',
+    "ARGS_L": '{"location": "Paris"}}\n</tool_call>',
     "GOT": "Got", "IT": " it", "THANKS": ", thanks.",
     "LA": " la",
     "J1": '{"answer": "', "J2": "yes", "J3": '"}',
@@ -76,9 +77,10 @@ _CHAIN = {
 _TRIGGERS = {
     "get_time": (0, 40.0),
     "get_weather": (1, 40.0),
+    '"location"': (6, 60.0),  # a get_weather whose parameter is "location" (the conformance suites')
     "lalala": (2, 80.0),
-    "parallel": (4, 80.0),
-    "exec_command": (5, 100.0),
+    "parallel please": (4, 80.0),  # not "parallel": Codex's instructions say that
+    '{"name": "exec_command"': (5, 100.0),  # its signature in the template's <tools>, so only when offered
     "<tool_response>": (3, 120.0),
 }
 _MODES = 8  # width of the mode vector (one attention head)
@@ -142,6 +144,8 @@ def _scores(vocab: _Vocab, *, thinking: bool) -> tuple[np.ndarray, np.ndarray, n
     a[ids["END_T"], ids["CALL_T"]] = -30.0  # but never the same call again
     chain("CALL_W", "ARGS_W", "EOS")
     chain("CALL_W2", "ARGS_W")
+    a[ids["CALL_W"], ids["ARGS_L"]] = 20.0
+    chain("ARGS_L", "EOS")
     chain("GOT", "IT", "THANKS", "EOS")
     chain("LA", "LA")
     chain("J1", "J2", "J3", "EOS")
@@ -155,6 +159,9 @@ def _scores(vocab: _Vocab, *, thinking: bool) -> tuple[np.ndarray, np.ndarray, n
     b[4, ids["CALL_T"]] = 14.0
     b[4, ids["CALL_W2"]] = 12.0
     b[5, ids["CALL_X"]] = 14.0
+    b[1, ids["ARGS_L"]] = -40.0  # the city argument, unless the tool's parameter is "location"
+    b[6, ids["CALL_W"]] = 13.0
+    b[6, ids["ARGS_W"]] = -40.0
     # Under a JSON grammar "Hello" is forbidden and this is the best allowed token.
     bias[ids["J1"]] = 4.0
     return a, b, bias
