@@ -459,3 +459,18 @@ def test_background_response_polled_and_followed(hermes: Backend) -> None:
     events = list(hermes.client.responses.retrieve(started.id, stream=True, starting_after=2))
     assert [e.sequence_number for e in events] == list(range(3, 3 + len(events)))
     assert events[-1].type == "response.completed" and events[-1].response.output_text == TEXT
+
+
+def test_public_suite_and_codex_profile_over_llama(roomy: Backend) -> None:
+    """The README's conformance row for llama-server: every public case and every
+    Codex request shape passes but the two inputs llama.cpp itself refuses."""
+    from compat_asgi.conformance import run_conformance
+
+    report = run_conformance(roomy.base_url, model="tiny", api="responses", suite="openresponses",
+                             clients=("codex",), timeout=60)
+    failed = {r.scenario: r.rule for r in report.results if r.status == "fail"}
+    assert failed == {"image-input": "http-status", "file-input": "http-status"}, failed
+    passed = {r.scenario for r in report.results if r.status == "pass"}
+    assert {"tool-calling", "tool-calling-streaming", "function-call-roundtrip", "websocket-response"} <= passed
+    assert sum(r.scenario.startswith("codex-") for r in report.results if r.status == "pass") == 6
+    assert report.profile == "both"
