@@ -7,7 +7,8 @@ tool-call and reasoning parsers, grammar-constrained sampling, slots, errors.
 Each scenario is asked streamed and non-streamed, and the two must agree.
 The real clients run against it too: the Codex CLI (over HTTP and over one
 WebSocket) and the Agents SDK (tools, WebSocket mode, a Conversations
-session), and background responses through the OpenAI SDK.
+session), and through the OpenAI SDK background responses, token counts,
+compaction and the public conformance suite.
 """
 
 from __future__ import annotations
@@ -474,3 +475,35 @@ def test_public_suite_and_codex_profile_over_llama(roomy: Backend) -> None:
     assert {"tool-calling", "tool-calling-streaming", "function-call-roundtrip", "websocket-response"} <= passed
     assert sum(r.scenario.startswith("codex-") for r in report.results if r.status == "pass") == 6
     assert report.profile == "both"
+
+
+def test_input_token_count_is_what_llama_then_counts(hermes: Backend) -> None:
+    """``client.responses.input_tokens.count`` asks llama.cpp itself (its chat
+    template, then its tokenizer): the count is the prompt_tokens the same
+    request then costs."""
+    request: dict[str, Any] = {"model": "tiny", "instructions": "Be brief.", "input": "What time is it?",
+                               "tools": [TIME_TOOL]}
+    counted = hermes.client.responses.input_tokens.count(**request)
+    # The same prompt once more: tokens served from llama's cache still count as input.
+    created = hermes.client.responses.create(**request, max_output_tokens=16)
+    assert counted.input_tokens == created.usage.input_tokens > 0
+
+
+def test_compaction_summary_by_llama_stands_in_for_the_history(hermes: Backend) -> None:
+    conversation: list[Any] = [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+        {"role": "user", "content": "I like tea."},
+    ]
+    compacted = hermes.client.responses.compact(model="tiny", input=conversation)
+    kinds = [item.type for item in compacted.output]
+    assert kinds[-1] == "compaction" and compacted.output[-1].encrypted_content
+    # The user's messages are kept; the rest became llama's summary, sealed.
+    assert [item.role for item in compacted.output if item.type == "message"] == ["user", "user"]
+    assert compacted.usage.input_tokens > 0 and compacted.usage.output_tokens > 0
+    # The next turn goes on from the compacted context. (The SDK types the kept user
+    # messages as output messages, so dumping them would warn about input_text.)
+    follow_up = hermes.client.responses.create(
+        model="tiny", input=[*(item.model_dump(exclude_none=True, warnings=False) for item in compacted.output),
+                             {"role": "user", "content": "Say hello."}])
+    assert follow_up.status == "completed" and follow_up.output_text == TEXT
