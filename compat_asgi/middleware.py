@@ -268,9 +268,10 @@ class CompatMiddleware:
         if "responses" in translates:
             ids, clock = self.settings.ids, self.settings.clock
             routes += Conversations(self.store, translation, ids, clock).routes()
-        if "responses" in translates or not native:
-            routes += InputTokens(self.settings, responses, self._passthrough).routes()
-            routes += compaction.routes()
+        # Always routed, never left to fall through: the stored-response route
+        # /responses/{id} would take them. A Responses upstream gets them passed on.
+        routes += InputTokens(self.settings, responses, self._passthrough).routes()
+        routes += compaction.routes()
         self.routes = RouteTable(routes)
         self._native = native
         self._access_log = AccessLog(access_log) if access_log is not None else None

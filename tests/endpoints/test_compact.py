@@ -17,6 +17,7 @@ from support import serve
 from test_stored import RecordingDemo
 
 from compat_asgi import CompatMiddleware
+from compat_asgi.cli import create_app
 from compat_asgi.core.compaction import SUMMARY_INSTRUCTION
 from compat_asgi.validate import assert_valid, validate_responses_sse
 
@@ -153,3 +154,14 @@ def test_invalid_context_management_is_a_precise_400(sdk: tuple[RecordingDemo, o
     with pytest.raises(openai.BadRequestError) as error:
         client.responses.create(model="demo", input="hi", context_management=value)
     assert error.value.body["param"] == param  # type: ignore[index]
+
+
+def test_a_responses_upstream_compacts_for_itself() -> None:
+    """``compat-asgi serve --demo responses``: the chat API in front of a Responses
+    backend, with its own store; compact goes to the backend, not to the store's
+    ``/responses/{id}`` route."""
+    with serve(create_app(demo="responses", store="memory")) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        compacted = client.responses.compact(model="demo", input=CONVERSATION)
+    assert isinstance(compacted, CompactedResponse)
+    assert [item.type for item in compacted.output][-1] == "compaction"

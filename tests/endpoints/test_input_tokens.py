@@ -154,11 +154,12 @@ def test_upstream_errors_keep_their_envelope() -> None:
     assert result.status == 400 and result.json()["error"]["message"] == "context too long"
 
 
+@pytest.mark.parametrize("store", [None, "memory"])  # the stored-response routes must not shadow it
 @respx.mock
-def test_a_responses_upstream_counts_for_itself() -> None:
+def test_a_responses_upstream_counts_for_itself(store: str | None) -> None:
     own = respx.post("http://127.0.0.1:9/v1/responses/input_tokens").mock(
         return_value=httpx.Response(200, json={"object": "response.input_tokens", "input_tokens": 3})
     )
-    app = CompatMiddleware(upstream="http://127.0.0.1:9/v1", upstream_api="responses")
+    app = CompatMiddleware(upstream="http://127.0.0.1:9/v1", upstream_api="responses", store=store)
     assert count(app, BODY)["input_tokens"] == 3
     assert orjson.loads(own.calls.last.request.content) == BODY
