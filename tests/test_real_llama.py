@@ -6,8 +6,8 @@ the weights is the real thing: llama-server's Jinja chat templates, its
 tool-call and reasoning parsers, grammar-constrained sampling, slots, errors.
 Each scenario is asked streamed and non-streamed, and the two must agree.
 The real clients run against it too: the Codex CLI (over HTTP and over one
-WebSocket) and the Agents SDK (tools, WebSocket mode, a Conversations
-session), and through the OpenAI SDK background responses, token counts,
+WebSocket), the Agents SDK (tools, WebSocket mode, a Conversations
+session) and the Agents SDK for JavaScript, and through the OpenAI SDK background responses, token counts,
 compaction and the public conformance suite.
 """
 
@@ -24,6 +24,7 @@ import openai
 import orjson
 import pytest
 
+from agents_js_support import run_agents_js
 from codex_support import Workspace, codex_binary
 from compat_asgi.cli import create_app
 from compat_asgi.validate import assert_valid, parse_sse, validate_responses_sse
@@ -414,6 +415,12 @@ def test_agents_sdk_tool_loop(hermes: Backend, mode: str) -> None:
     result = asyncio.run(run())
     assert result.final_output == ANSWER_AFTER_TOOL
     assert calls == [TIME_ARGS["tz"]]
+
+
+@pytest.mark.parametrize("mode", ["run", "websocket"])
+def test_agents_sdk_for_javascript_tool_loop(hermes: Backend, mode: str) -> None:
+    result = run_agents_js(mode, hermes.base_url, model="tiny", tool="get_time", prompt="What time is it?")
+    assert result["final"] == ANSWER_AFTER_TOOL and result["calls"] == [TIME_ARGS["tz"]]
 
 
 QUESTIONS = ("My name is Ada.", "And yours?")
