@@ -277,6 +277,8 @@ class CompatMiddleware:
         self._access_log = AccessLog(access_log) if access_log is not None else None
         self._metrics = Metrics(prefix=self.prefix) if metrics else None
         self._observe = self._access_log is not None or self._metrics is not None
+        if self._observe and self._websocket is not None:
+            self._websocket.observe(self._metrics.started if self._metrics is not None else None, self._report)
         self._idempotency = (
             IdempotencyCache(idempotency_window, max_bytes=idempotency_max_bytes)
             if idempotency_window > 0

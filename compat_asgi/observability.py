@@ -220,7 +220,8 @@ def path_template(path: str, prefix: str = "/v1") -> str:
 # prometheus_client's own CONTENT_TYPE_LATEST differs between its versions.
 _CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 # Methods are whatever the client sent; only the standard ones get a series.
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# "WS": one turn (response.create) of a Responses WebSocket.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 _MODES = frozenset({"translated", "passthrough", "local", "app"})
 # Upstream error codes are passed through, so an upstream could invent any
 # number of them; past this many distinct kinds, new ones count as "other".

@@ -377,6 +377,7 @@ class ResponsesOverChat:
         if history is None and self.store is None:
             history = []  # the caller remembers this turn itself, so it needs its items
         translated, items = await self._translate({**body, "stream": True}, call, history)
+        call.ignored = translated.ignored  # for the caller's report (no response headers here)
         echo = translated.echo
         keep = self.store is not None and items is not None and (
             echo["store"] or echo["conversation"] is not None

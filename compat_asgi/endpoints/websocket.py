@@ -21,10 +21,11 @@ from typing import Any
 
 import orjson
 
-from compat_asgi.asgi import JSON_HEADERS
+from compat_asgi.asgi import JSON_HEADERS, route_path
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
 from compat_asgi.errors import CompatError, InvalidRequest, RequestTooLarge, ServerBusy, UpstreamError
+from compat_asgi.observability import RequestRecord
 from compat_asgi.types import Message, Receive, Scope, Send
 
 __all__ = ["ResponsesWebSocket", "DEFAULT_MAX_SOCKETS_PER_KEY", "DEFAULT_SOCKET_LIFETIME"]
@@ -50,6 +51,7 @@ _SOCKET_HEADERS = frozenset(
 )
 
 Authenticate = Callable[[Scope], "str | None | CompatError"]
+Observe = Callable[[RequestRecord], None]
 
 
 @dataclass(slots=True)
@@ -81,6 +83,14 @@ class ResponsesWebSocket:
         self._max_sockets = max_sockets_per_key
         self._lifetime = lifetime
         self._open: dict[str | None, int] = {}
+        self._started: Observe | None = None
+        self._report: Observe | None = None
+
+    def observe(self, started: Observe | None, report: Observe) -> None:
+        """Report each turn (``response.create``, answered or refused) as a
+        request: ``started`` as it begins, ``report`` once it ended (the access
+        log line and the metrics of method ``WS``)."""
+        self._started, self._report = started, report
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -120,7 +130,7 @@ class _Gone(Exception):
 
 
 class _Connection:
-    __slots__ = ("_mode", "_scope", "_owner", "_send", "_memory", "_opened")
+    __slots__ = ("_mode", "_scope", "_owner", "_send", "_memory", "_opened", "_record")
 
     def __init__(self, mode: ResponsesWebSocket, scope: Scope, owner: str | None, send: Send) -> None:
         self._mode = mode
@@ -131,6 +141,7 @@ class _Connection:
         self._send = send
         self._memory: _Memory | None = None
         self._opened = time.monotonic()
+        self._record: RequestRecord | None = None  # the turn in progress, when turns are reported
 
     async def run(self, receive: Receive) -> None:
         inbox: asyncio.Queue[Message | None] = asyncio.Queue(_PENDING_MESSAGES)
@@ -158,36 +169,50 @@ class _Connection:
                 turn.cancel()  # the server is cancelling us (shutdown): the turn goes too
 
     async def _handle(self, message: Message) -> None:
+        parsed = self._parse(message)
+        if isinstance(parsed, dict) and parsed.get("type") in _ACKNOWLEDGEMENTS:
+            return  # no answer, and no request to report
+        mode = self._mode
+        if mode._report is not None:
+            ids = mode._responses.settings.ids
+            self._record = RequestRecord(
+                ids("req"), "WS", route_path(self._scope), stream=True, started=time.perf_counter()
+            )
+            if mode._started is not None:
+                mode._started(self._record)
+        try:
+            if isinstance(parsed, CompatError):
+                await self._error(parsed)
+            else:
+                await self._create(parsed)
+        finally:
+            record, self._record = self._record, None
+            if record is not None and mode._report is not None:
+                mode._report(record)
+
+    def _parse(self, message: Message) -> dict[str, Any] | CompatError:
+        """A ``response.create`` or acknowledgement message, or why it is refused."""
         raw: bytes | str | None = message.get("text")
         if raw is None:
             raw = message.get("bytes") or b""
         size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
         if size > self._mode._max_message:
-            await self._error(
-                RequestTooLarge(f"Message of {size} bytes exceeds the limit of {self._mode._max_message} bytes.")
-            )
-            return
+            return RequestTooLarge(f"Message of {size} bytes exceeds the limit of {self._mode._max_message} bytes.")
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await self._error(InvalidRequest("The message is not valid JSON.", code="invalid_json"))
-            return
+            return InvalidRequest("The message is not valid JSON.", code="invalid_json")
         kind = payload.get("type") if isinstance(payload, dict) else None
-        if kind in _ACKNOWLEDGEMENTS:
-            return
-        if kind != "response.create":
-            await self._error(
-                InvalidRequest(
-                    f"Invalid message type {kind!r}; supported: 'response.create'."
-                    if isinstance(kind, str)
-                    else "Each message must be a JSON object with a 'type'.",
-                    param="type",
-                    code="invalid_value" if isinstance(kind, str) else "missing_required_parameter",
-                )
-            )
-            return
-        assert isinstance(payload, dict)
-        await self._create(payload)
+        if kind in _ACKNOWLEDGEMENTS or kind == "response.create":
+            assert isinstance(payload, dict)
+            return payload
+        return InvalidRequest(
+            f"Invalid message type {kind!r}; supported: 'response.create'."
+            if isinstance(kind, str)
+            else "Each message must be a JSON object with a 'type'.",
+            param="type",
+            code="invalid_value" if isinstance(kind, str) else "missing_required_parameter",
+        )
 
     async def _create(self, payload: dict[str, Any]) -> None:
         body = {k: v for k, v in payload.items() if k not in ("type", "stream")}
@@ -211,15 +236,24 @@ class _Connection:
             elif previous is not None and (self._mode._responses.store is None or not isinstance(previous, str)):
                 raise _not_found(previous)
             call = Call(self._scope, b"", self._owner, self._mode._resolve, _payload=body)
+            record = self._record
+            if record is not None:
+                model = body.get("model")
+                record.model = model if isinstance(model, str) else None
+                record.mode = "translated"
             if call.target.api != "chat":
                 raise InvalidRequest(
                     "WebSocket mode needs a chat-completions upstream for this model.", param="model"
                 )
             turn = Turn()
+            if record is not None:
+                record.upstream = call.target.name
             stream = self._mode._responses.events(call, body, turn, history=history, generate=generate)
             try:
                 async with contextlib.aclosing(stream):
                     async for events in stream:
+                        if record is not None:
+                            record.ignored = call.ignored
                         await self._frames(events)
             except CompatError as exc:
                 if exc.code == "previous_response_not_found":
@@ -239,11 +273,18 @@ class _Connection:
             self._memory = _Memory(response["id"], turn.context)
 
     async def _frames(self, events: list[dict[str, Any]]) -> None:
+        if events and self._record is not None and not self._record.status:
+            self._record.status, self._record.first_byte = 200, time.perf_counter()
         for event in events:
             await self._text(orjson.dumps(event).decode())
 
     async def _error(self, error: CompatError) -> None:
         """An ``error`` event for a turn refused before it started; the socket stays open."""
+        record = self._record
+        if record is not None:
+            record.error = error.code
+            if not record.status:
+                record.status, record.first_byte = error.status, time.perf_counter()
         event = {"type": "error", "status": error.status, **error.to_dict()}
         await self._text(orjson.dumps(event).decode())
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import websockets
@@ -461,3 +463,36 @@ def test_upstream_faults_over_the_socket_fail_the_turn_and_evict_the_kept_respon
                 assert check(await collect(connection))["status"] == "completed"
 
         asyncio.run(main())
+
+
+def test_each_turn_is_a_request_in_the_access_log_and_the_metrics(caplog: pytest.LogCaptureFixture) -> None:
+    """One access-log line and one ``WS`` request in the metrics per turn,
+    answered or refused; acknowledgements are none."""
+    app = CompatMiddleware(DemoChatApp(), store="memory", access_log="json", metrics=True)
+
+    async def turns(url: str) -> None:
+        async with websockets.connect(url.replace("http", "ws") + "/v1/responses") as ws:
+            await ws.send(json.dumps({"type": "response.create", "model": "demo", "input": "hi",
+                                      "client_metadata": {"x": "y"}}))
+            events: list[dict[str, Any]] = []
+            while not events or events[-1]["type"] != "response.completed":
+                events.append(json.loads(await ws.recv()))
+            check(events)
+            await ws.send('{"type": "response.processed", "response_id": "resp_x"}')
+            await ws.send("not json")
+            assert json.loads(await ws.recv())["status"] == 400
+
+    with caplog.at_level(logging.INFO, logger="compat_asgi.access"), serve(app) as url:
+        asyncio.run(turns(url))
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "compat_asgi.access"]
+    turns_logged = [line for line in lines if line["method"] == "WS"]
+    assert [(t["path"], t["status"], t["mode"], t["error"]) for t in turns_logged] == [
+        ("/v1/responses", 200, "translated", None), ("/v1/responses", 400, "local", "invalid_json")
+    ]
+    answered = turns_logged[0]
+    assert answered["model"] == "demo" and answered["upstream"] == "default" and answered["stream"] is True
+    assert answered["ignored"] == ["client_metadata"]
+    assert answered["ttfb_ms"] is not None and answered["duration_ms"] >= answered["ttfb_ms"]
+    assert 'compat_asgi_requests_total{method="WS",mode="translated",path="/v1/responses",status="200"} 1.0' in metrics
+    assert "compat_asgi_active_requests 1.0" in metrics  # the /metrics request itself: the turns ended
