@@ -25,7 +25,7 @@ import orjson
 import pytest
 import uvicorn
 
-from compat_asgi.types import ASGIApp, Message
+from compat_asgi.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Both HTTP upstream transports, for the tests that prove what each must honour
 #: (streaming, timeouts, pool limits, faults, release on close); the rest of the
@@ -201,3 +201,19 @@ async def call(
     await app(scope or http_scope(method, path), receive, send)
     done.set()
     return recorded
+
+
+class Scopes:
+    """An ASGI wrapper noting what reaches the server: (HTTP method, or "WS" for a socket, path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seen: list[tuple[str, str]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            self.seen.append((scope.get("method", "WS"), scope["path"]))
+        await self.app(scope, receive, send)
+
+    def count(self, method: str, path: str = "/v1/responses") -> int:
+        return self.seen.count((method, path))

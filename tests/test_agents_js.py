@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from agents_js_support import PACKAGES, agents_js_dir, run_agents_js
-from support import serve
+from support import Scopes, serve
 from test_stored import RecordingDemo
 
 from compat_asgi import CompatMiddleware
@@ -22,34 +22,21 @@ RESTORED = "Summary of the earlier conversation:\n"  # how a compaction item rea
 PROMPT = "In Paris: call get_weather."
 
 
-class Transports:
-    """An ASGI wrapper noting each request: (HTTP method or WS, path)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: list[tuple[str, str]] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            self.seen.append((scope.get("method", "WS"), scope["path"]))
-        await self.app(scope, receive, send)
-
-
 @pytest.fixture
-def server() -> Iterator[tuple[RecordingDemo, Transports, str]]:
+def server() -> Iterator[tuple[RecordingDemo, Scopes, str]]:
     agents_js_dir()  # skip (fail under CI) before starting anything when it is missing
     demo = RecordingDemo()
-    app = Transports(CompatMiddleware(demo, store="memory"))
+    app = Scopes(CompatMiddleware(demo, store="memory"))
     with serve(app) as url:
         yield demo, app, url + "/v1"
 
 
-def run(server: tuple[RecordingDemo, Transports, str], mode: str) -> dict[str, Any]:
+def run(server: tuple[RecordingDemo, Scopes, str], mode: str) -> dict[str, Any]:
     return run_agents_js(mode, server[2], model="demo", tool="get_weather", prompt=PROMPT)
 
 
 @pytest.mark.parametrize("mode", ["run", "stream", "websocket"])
-def test_tool_loop(server: tuple[RecordingDemo, Transports, str], mode: str) -> None:
+def test_tool_loop(server: tuple[RecordingDemo, Scopes, str], mode: str) -> None:
     demo, app, _ = server
     result = run(server, mode)
     assert result["final"] == ANSWER and result["calls"] == ["Paris"]
@@ -64,7 +51,7 @@ def test_tool_loop(server: tuple[RecordingDemo, Transports, str], mode: str) -> 
         assert posts == 2 and ("WS", "/v1/responses") not in app.seen, app.seen
 
 
-def test_conversations_session(server: tuple[RecordingDemo, Transports, str]) -> None:
+def test_conversations_session(server: tuple[RecordingDemo, Scopes, str]) -> None:
     demo, app, _ = server
     result = run(server, "conversation")
     assert [final.split(". This")[0] for final in result["finals"]] == [
@@ -78,7 +65,7 @@ def test_conversations_session(server: tuple[RecordingDemo, Transports, str]) ->
     assert "My name is Ada." in str(second)
 
 
-def test_compaction_session(server: tuple[RecordingDemo, Transports, str]) -> None:
+def test_compaction_session(server: tuple[RecordingDemo, Scopes, str]) -> None:
     demo, app, _ = server
     result = run(server, "compaction")
     # After the first turn the session compacted: the assistant's answer became a compaction item.
@@ -97,7 +84,7 @@ def test_ci_installs_the_pinned_packages() -> None:
     assert f'AGENTS_JS_PACKAGES="{" ".join(PACKAGES)}"' in ci
 
 
-def test_the_readme_example_works_as_written(server: tuple[RecordingDemo, Transports, str], tmp_path: Path) -> None:
+def test_the_readme_example_works_as_written(server: tuple[RecordingDemo, Scopes, str], tmp_path: Path) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     example = readme.split("```js\n", 1)[1].split("```", 1)[0]
     # Beside the installed packages, so its imports resolve as in a user's project.

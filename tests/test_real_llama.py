@@ -29,7 +29,7 @@ from codex_support import Workspace, codex_binary
 from compat_asgi.cli import create_app
 from compat_asgi.validate import assert_valid, parse_sse, validate_responses_sse
 from llama_support import CONTEXT, compat_server, llama_server
-from support import serve
+from support import Scopes, serve
 from tiny_gguf import (
     ANSWER_AFTER_TOOL,
     COMMAND,
@@ -333,19 +333,6 @@ def test_image_input_without_a_projector_is_llamas_error_in_the_envelope(hermes:
 
 # -- real clients ------------------------------------------------------------------------
 
-class Transports:
-    """An ASGI wrapper noting how each request reached the server: HTTP method or WS."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: list[tuple[str, str]] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            self.seen.append((scope.get("method", "WS"), scope["path"]))
-        await self.app(scope, receive, send)
-
-
 @pytest.mark.parametrize("transport", ["http", "websocket"])
 def test_codex_runs_the_command_llama_chose_and_answers_from_its_output(
     roomy: Backend, tmp_path: Path, transport: str
@@ -354,7 +341,7 @@ def test_codex_runs_the_command_llama_chose_and_answers_from_its_output(
     model calls Codex's own exec_command, Codex runs it, sends the output back,
     and the model's answer to that ends the turn."""
     codex_binary()  # skipped (failed under CI) when the Codex CLI is missing
-    app = Transports(create_app(store="memory", upstream=roomy.llama + "/v1"))
+    app = Scopes(create_app(store="memory", upstream=roomy.llama + "/v1"))
     with serve(app) as url:
         ws = Workspace(tmp_path, url, model="tiny-hermes", websockets=transport == "websocket")
         run = ws.exec("Run something, then tell me about it.")

@@ -20,7 +20,7 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from codex_support import codex_binary
-from support import serve
+from support import Scopes, serve
 from test_stored import RecordingDemo
 
 from compat_asgi import CompatMiddleware
@@ -44,22 +44,6 @@ def sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
 @pytest.fixture(scope="module")
 def backend() -> RecordingDemo:
     return RecordingDemo()
-
-
-class Scopes:
-    """An ASGI wrapper counting what reaches the server: HTTP requests and sockets."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: list[tuple[str, str]] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            self.seen.append((scope.get("method", "WS"), scope["path"]))
-        await self.app(scope, receive, send)
-
-    def count(self, method: str, path: str = "/v1/responses") -> int:
-        return self.seen.count((method, path))
 
 
 @pytest.fixture(scope="module")
