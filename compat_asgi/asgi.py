@@ -16,6 +16,7 @@ from compat_asgi.errors import (
     CompatError,
     InvalidRequest,
     MethodNotAllowed,
+    ServerBusy,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
@@ -24,6 +25,7 @@ from compat_asgi.upstream import UpstreamResponse, connection_tokens
 
 __all__ = [
     "ClientGone",
+    "Slots",
     "Responder",
     "StreamTranslator",
     "JSON_HEADERS",
@@ -74,6 +76,29 @@ _KEEP_ERROR_HEADERS = frozenset({b"retry-after", b"x-request-id"})
 # Backend error types OpenAI names differently; clients (Codex, the SDKs) key on
 # OpenAI's. llama.cpp: a prompt longer than the context is its own error type.
 _BACKEND_ERRORS = {"exceed_context_size_error": ("invalid_request_error", "context_length_exceeded", "input")}
+
+
+class Slots:
+    """Work in progress, up to a limit (``max_concurrent_requests``): HTTP
+    requests once their body is in, and WebSocket turns."""
+
+    __slots__ = ("limit", "active")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> None:
+        """Take a slot, or raise the 503 that says there is none."""
+        if self.active >= self.limit:
+            raise ServerBusy(
+                f"The server is handling {self.limit} requests; retry shortly.",
+                headers=[(b"retry-after", b"1")],
+            )
+        self.active += 1
+
+    def give(self) -> None:
+        self.active -= 1
 
 
 class ClientGone(Exception):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from compat_asgi.asgi import (
     ClientGone,
     Responder,
+    Slots,
     method_not_allowed,
     route_path,
     send_error,
@@ -51,7 +52,6 @@ from compat_asgi.errors import (
     InvalidRequest,
     NotFound,
     RequestTimeout,
-    ServerBusy,
     Unauthorized,
 )
 from compat_asgi.idempotency import DEFAULT_MAX_BYTES, MAX_KEY_BYTES, IdempotencyCache
@@ -185,8 +185,7 @@ class CompatMiddleware:
             max_recorded_events=max_recorded_events,
         )
         self._api_keys = [key.encode() for key in api_keys]
-        self._max_concurrent = max_concurrent_requests
-        self._active = 0
+        self._slots = Slots(max_concurrent_requests)
         self._body_timeout = body_timeout
         self._max_json_depth = max_json_depth
         self.store: Store | None = open_store(store) if isinstance(store, str) else store
@@ -256,6 +255,7 @@ class CompatMiddleware:
                 authenticate=self._authenticate,
                 resolve=self.router.resolve,
                 max_sockets_per_key=max_websockets_per_key,
+                slots=self._slots,
             )
         if "chat" in translates or not native:
             routes.append(Route("POST", "/chat/completions", create_chat_completion))
@@ -461,12 +461,7 @@ class CompatMiddleware:
             check_json_depth(body, self._max_json_depth, call.json)
             # Only work in progress holds a slot: a client still sending its
             # body (or stalling) costs no more than its connection.
-            if self._active >= self._max_concurrent:
-                raise ServerBusy(
-                    f"The server is handling {self._max_concurrent} requests; retry shortly.",
-                    headers=[(b"retry-after", b"1")],
-                )
-            self._active += 1
+            self._slots.take()
             working = True
             # Streams are not replayed: they are the client's to resume.
             if key is not None and self._idempotency is not None and call.field("stream") is not True:
@@ -506,7 +501,7 @@ class CompatMiddleware:
                 await responder.send_error(InternalError("The server had an error while processing your request."))
         finally:
             if working:
-                self._active -= 1
+                self._slots.give()
             if key is not None and self._idempotency is not None:
                 self._idempotency.abandon(owner, key)
             if record is not None and call is not None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from compat_asgi.asgi import JSON_HEADERS, route_path
+from compat_asgi.asgi import JSON_HEADERS, Slots, route_path
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
 from compat_asgi.errors import CompatError, InvalidRequest, RequestTooLarge, ServerBusy, UpstreamError
@@ -73,7 +73,9 @@ class ResponsesWebSocket:
         resolve: Callable[[Call], Target],
         max_sockets_per_key: int = DEFAULT_MAX_SOCKETS_PER_KEY,
         lifetime: float = DEFAULT_SOCKET_LIFETIME,
+        slots: Slots | None = None,
     ) -> None:
+        """``slots``: shared with the HTTP requests; a turn takes one while it runs."""
         if max_sockets_per_key <= 0:
             raise ValueError(f"max_sockets_per_key must be positive, got {max_sockets_per_key!r}")
         self._responses = responses
@@ -82,6 +84,7 @@ class ResponsesWebSocket:
         self._max_message = responses.settings.max_body_size
         self._max_sockets = max_sockets_per_key
         self._lifetime = lifetime
+        self._slots = slots
         self._open: dict[str | None, int] = {}
         self._started: Observe | None = None
         self._report: Observe | None = None
@@ -215,6 +218,21 @@ class _Connection:
         )
 
     async def _create(self, payload: dict[str, Any]) -> None:
+        slots = self._mode._slots
+        if slots is None:
+            await self._turn(payload)
+            return
+        try:
+            slots.take()
+        except ServerBusy as exc:  # transient: the connection keeps its last response
+            await self._error(exc)
+            return
+        try:
+            await self._turn(payload)
+        finally:
+            slots.give()
+
+    async def _turn(self, payload: dict[str, Any]) -> None:
         body = {k: v for k, v in payload.items() if k not in ("type", "stream")}
         memory, self._memory = self._memory, None  # a failed turn must not leave it behind
         try:

@@ -480,3 +480,36 @@ def test_each_turn_is_a_request_in_the_access_log_and_the_metrics(caplog: pytest
     assert answered["ttfb_ms"] is not None and answered["duration_ms"] >= answered["ttfb_ms"]
     assert 'compat_asgi_requests_total{method="WS",mode="translated",path="/v1/responses",status="200"} 1.0' in metrics
     assert "compat_asgi_active_requests 1.0" in metrics  # the /metrics request itself: the turns ended
+
+
+def test_a_turn_takes_one_of_the_servers_request_slots() -> None:
+    """max_concurrent_requests counts WebSocket turns with HTTP requests: past
+    it a turn gets a 503 error event, and the connection keeps its last response."""
+    app = CompatMiddleware(DemoChatApp(word_delay=0.05), max_concurrent_requests=1)
+
+    async def turn(ws: Any, **body: Any) -> list[dict[str, Any]]:
+        await ws.send(json.dumps({"type": "response.create", "model": "demo", "store": False, **body}))
+        events = [json.loads(await ws.recv())]
+        while events[-1]["type"] not in ("response.completed", "error"):
+            events.append(json.loads(await ws.recv()))
+        return events
+
+    async def scenario(url: str) -> None:
+        async with websockets.connect(url.replace("http", "ws") + "/v1/responses") as ws:
+            first = check(await turn(ws, input="hi"))
+            async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                "POST", url + "/v1/responses", json={"model": "demo", "input": "a b c d e f", "stream": True}
+            ) as held:
+                assert held.status_code == 200
+                lines = held.aiter_lines()
+                await anext(lines)  # the HTTP stream is under way: it holds the one slot
+                [busy] = await turn(ws, input="again", previous_response_id=first["id"])
+                assert busy["status"] == 503 and busy["error"]["code"] == "server_busy", busy
+                async for _ in lines:
+                    pass
+            # The slot is free again, and the refusal did not cost the connection its memory.
+            second = check(await turn(ws, input="again", previous_response_id=first["id"]))
+            assert second["previous_response_id"] == first["id"]
+
+    with serve(app) as url:
+        asyncio.run(scenario(url))
