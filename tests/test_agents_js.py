@@ -1,7 +1,8 @@
-"""The OpenAI Agents SDK for JavaScript (``@openai/agents``), unchanged, against
-the middleware over the demo backend: its tool loop plain, streamed and over
-the Responses WebSocket transport, its Conversations session and its
-compaction session (``responses.compact``)."""
+"""JavaScript clients, unchanged, against the middleware over the demo backend:
+the OpenAI Agents SDK for JavaScript (``@openai/agents``: its tool loop plain,
+streamed and over the Responses WebSocket transport, its Conversations session
+and its compaction session) and the OpenAI SDK for JavaScript (``openai``:
+its stream helpers, parse, and the rest of the Responses and Conversations API)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents_js_support import PACKAGES, agents_js_dir, run_agents_js
+from agents_js_support import PACKAGES, agents_js_dir, run_agents_js, run_js
 from support import Scopes, serve
 from test_stored import RecordingDemo
 
@@ -96,3 +97,17 @@ def test_the_readme_example_works_as_written(server: tuple[RecordingDemo, Scopes
         script.unlink()
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == ANSWER
+
+
+def test_openai_sdk_for_javascript(server: tuple[RecordingDemo, Scopes, str]) -> None:
+    result = run_js("openai_sdk.mjs", BASE_URL=server[2])
+    # The stream helper accumulated both calls, their arguments equal to the deltas.
+    arguments = '{"city":"Paris"}'
+    assert result["calls"] == [["function_call", name, arguments, arguments] for name in ("get_weather", "get_time")]
+    deltas, output_text = result["text"]
+    assert deltas == output_text and output_text.startswith("Hello! You said: Say hello.")
+    assert result["parsed"] == {"name": "example", "age": 1}  # the demo's answer to the zod schema
+    assert result["retrieved"] is True and result["inputItems"] == ["message"]
+    assert result["background"] in ("queued", "in_progress") and result["inputTokens"] > 0
+    assert result["compacted"] == ["message", "compaction"]
+    assert [role for role, _ in result["conversation"]] == ["user", "user", "assistant"]
