@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from agents_js_support import run_agents_js
-from codex_support import Workspace, codex_binary
+from codex_support import Recorder, Workspace, codex_binary
 from compat_asgi.cli import create_app
 from compat_asgi.validate import assert_valid, parse_sse, validate_responses_sse
 from llama_support import CONTEXT, compat_server, llama_server
@@ -119,6 +119,13 @@ def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     workdir = tmp_path_factory.mktemp("roomy")
     with llama_server(workdir, thinking=False, context=ROOMY_CONTEXT) as llama, compat_server(llama, workdir) as base_url:
         yield Backend(llama, base_url)
+
+
+@pytest.fixture(scope="module")
+def roomy_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-server with the Qwen3 (thinking) model and ROOMY_CONTEXT tokens per slot; its base URL."""
+    with llama_server(tmp_path_factory.mktemp("roomy-qwen3"), thinking=True, context=ROOMY_CONTEXT) as llama:
+        yield llama
 
 
 def items(response: dict[str, Any]) -> list[tuple[str, str]]:
@@ -358,6 +365,25 @@ def test_codex_runs_the_command_llama_chose_and_answers_from_its_output(
         assert ("WS", "/v1/responses") in app.seen and ("POST", "/v1/responses") not in app.seen, app.seen
     else:
         assert app.seen.count(("POST", "/v1/responses")) == 2 and ("WS", "/v1/responses") not in app.seen
+
+
+def test_codex_with_a_thinking_model_keeps_its_reasoning_across_requests(roomy_qwen3: str, tmp_path: Path) -> None:
+    """Qwen3's <think> before the call becomes a reasoning item Codex shows; with
+    store false Codex sends it back sealed, and the server accepts its own seal."""
+    codex_binary()
+    recorder = Recorder(create_app(store="memory", upstream=roomy_qwen3 + "/v1"))
+    with serve(recorder) as url:
+        run = Workspace(tmp_path, url, model="tiny-qwen3").exec("Think, then run something.")
+    run.assert_ok()
+    assert [item["text"] for item in run.items("reasoning")] == [THOUGHT + "\n"]  # llama keeps that newline
+    [command] = run.items("command_execution")
+    assert COMMAND in command["command"] and command["exit_code"] == 0
+    assert run.answer == ANSWER_AFTER_TOOL
+    first, second = (x.json() for x in recorder.responses())
+    assert first["store"] is False and "reasoning.encrypted_content" in first["include"]
+    [reasoning] = [item for item in second["input"] if item.get("type") == "reasoning"]
+    assert reasoning["encrypted_content"]
+    assert [x.status for x in recorder.responses()] == [200, 200]
 
 
 def _agent(base_url: str, calls: list[str], *, websocket: bool = False) -> Any:

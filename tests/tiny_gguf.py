@@ -25,7 +25,8 @@ Chains (the prompt always ends with ``<|im_start|>assistant\\n``, i.e. "\\n"):
     tool result  Got it, thanks.
     lalala       " la" forever (until max tokens or the context is full)
     json grammar {"answer": "yes"}                   (a grammar forbids "Hello")
-    exec_command <tool_call> exec_command {"cmd": COMMAND}  (Codex's shell tool offered as a function)
+    exec_command <tool_call> exec_command {"cmd": COMMAND}  (Codex's shell tool offered as a function;
+                 the Qwen3 model thinks first)
 
 The tokenizer is GPT-2 style byte-level BPE: every byte is a token, so any
 prompt tokenizes; the chain's strings are user-defined tokens, which llama.cpp
@@ -159,6 +160,9 @@ def _scores(vocab: _Vocab, *, thinking: bool) -> tuple[np.ndarray, np.ndarray, n
     b[4, ids["CALL_T"]] = 14.0
     b[4, ids["CALL_W2"]] = 12.0
     b[5, ids["CALL_X"]] = 14.0
+    if thinking:  # Codex's tool offered: think first, then call it
+        a[newline, ids["CALL_X"]] = -20.0
+        b[5, ids["HELLO"]] = -40.0
     b[1, ids["ARGS_L"]] = -40.0  # the city argument, unless the tool's parameter is "location"
     b[6, ids["CALL_W"]] = 13.0
     b[6, ids["ARGS_W"]] = -40.0
