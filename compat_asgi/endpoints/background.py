@@ -186,7 +186,7 @@ class BackgroundRuns:
                         run.checkpoint()
                         if not batch:
                             continue
-                        self._sent(run, batch)
+                        self._sent(run, batch, run.turn.encoded)
                         # The translator stores the final response itself, before its last batch.
                         if not core.done and loop.time() - saved >= POLL_INTERVAL:
                             await self._save_progress(run)
@@ -212,8 +212,10 @@ class BackgroundRuns:
             self._runs.pop(run.record.id, None)
             run.changed.set()
 
-    def _sent(self, run: _Run, batch: list[Event]) -> None:
-        data = encode_events(batch)
+    def _sent(self, run: _Run, batch: list[Event], data: bytes | None = None) -> None:
+        """Keep ``batch`` (already encoded: ``data``) for followers, and tell them."""
+        if data is None:
+            data = encode_events(batch)
         run.sent.append((len(batch), data))
         run.recorded += len(data)
         while run.recorded > self.settings.max_recorded_events and len(run.sent) > 1:

@@ -205,12 +205,15 @@ class Turn:
     """What :meth:`ResponsesOverChat.events` is producing: the Response (in
     progress, then final), the request's input items, the translator, and the
     whole context the response ends (history, input and output items), which
-    is what a later ``previous_response_id`` pointing at it stands for."""
+    is what a later ``previous_response_id`` pointing at it stands for.
+    ``encoded``: the batch last yielded as SSE bytes, when it was encoded to be
+    stored, so a caller that needs those bytes too does not encode it again."""
 
     response: dict[str, Any] | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
     core: ChatToResponses | None = None
     context: list[dict[str, Any]] = field(default_factory=list)
+    encoded: bytes | None = None
 
 
 class ResponsesOverChat:
@@ -392,8 +395,9 @@ class ResponsesOverChat:
         async def finish(events: list[Event]) -> list[Event]:
             turn.context = context + list(core.response.get("output") or ())
             _warn_left_out(core.response["id"], core.left_out_calls)
-            if keep:
-                recording.keep(encode_events(events))
+            turn.encoded = encode_events(events) if keep else None
+            if turn.encoded is not None:
+                recording.keep(turn.encoded)
                 _warn_if_dropped(core.response["id"], recording)
                 try:
                     await self._save(call, body, items or [], core.response, recording.events())
@@ -402,8 +406,9 @@ class ResponsesOverChat:
             return events
 
         def note(events: list[Event]) -> list[Event]:
-            if keep and events:
-                recording.keep(encode_events(events))
+            turn.encoded = encode_events(events) if keep and events else None
+            if turn.encoded is not None:
+                recording.keep(turn.encoded)
             return events
 
         yield []

@@ -217,6 +217,27 @@ def test_a_run_past_the_recording_cap_keeps_only_its_latest_events() -> None:
         client.responses.cancel(running.id)
 
 
+def test_each_batch_of_a_run_is_encoded_once(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's batches reach followers and the store as the same bytes,
+    encoded once: the translator's recording hands its encoding on."""
+    from compat_asgi.endpoints import background, responses
+
+    encoded: list[int] = []
+
+    def counting(events: list[dict[str, Any]]) -> bytes:
+        encoded.append(len(events))
+        return responses.encode_events(events)
+
+    monkeypatch.setattr(background, "encode_events", counting)
+    client = sdk(server)
+    started = client.responses.create(model="demo", input="hi", background=True)
+    done = wait_for(client, started.id, until=lambda r: r.status not in RUNNING)
+    assert done.status == "completed"
+    followed = list(client.responses.retrieve(started.id, stream=True))
+    assert followed[-1].type == "response.completed"
+    assert encoded == []  # background.py encoded none of them itself
+
+
 class CancelLosingStore(MemoryStore):
     """A store that loses the cancellations reaching it, as redis-py's commands
     do on Python 3.11 (``asyncio.wait_for`` hands back the finished command and
