@@ -26,6 +26,7 @@ __all__ = [
     "encode_data",
     "encode_comment",
     "event_offset",
+    "event_data",
     "DONE_FRAME",
 ]
 
@@ -181,6 +182,13 @@ def encode_data(payload: dict[str, Any]) -> bytes:
 def encode_chunks(chunks: Iterable[dict[str, Any]]) -> bytes:
     """Several chat chunks as one SSE byte string."""
     return b"".join([encode_data(chunk) for chunk in chunks])
+
+
+def event_data(encoded: bytes) -> list[bytes]:
+    """The JSON data of each event :func:`encode_events` made into ``encoded``
+    (what a transport that frames events otherwise sends), without encoding
+    them again: each is ``event: <type>\ndata: <json>\n\n``."""
+    return [piece[piece.index(b"\ndata: ") + 7 :] for piece in encoded.split(b"\n\n")[:-1]]
 
 
 def event_offset(encoded: bytes, count: int) -> int:

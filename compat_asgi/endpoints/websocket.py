@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from compat_asgi.asgi import JSON_HEADERS, Slots, route_path
+from compat_asgi.core.sse import event_data
 from compat_asgi.endpoints import Call, Target
 from compat_asgi.endpoints.responses import ResponsesOverChat, Turn
 from compat_asgi.errors import CompatError, InvalidRequest, RequestTooLarge, ServerBusy, UpstreamError
@@ -272,7 +273,7 @@ class _Connection:
                     async for events in stream:
                         if record is not None:
                             record.ignored = call.ignored
-                        await self._frames(events)
+                        await self._frames(events, turn.encoded)
             except CompatError as exc:
                 if exc.code == "previous_response_not_found":
                     raise _not_found(previous) from exc  # WebSocket mode reports it as a 400
@@ -290,11 +291,14 @@ class _Connection:
         if response is not None and response.get("status") in ("completed", "incomplete"):
             self._memory = _Memory(response["id"], turn.context)
 
-    async def _frames(self, events: list[dict[str, Any]]) -> None:
+    async def _frames(self, events: list[dict[str, Any]], encoded: bytes | None) -> None:
+        """One text frame per event; from the SSE bytes made for the stored
+        record when there are some (the same JSON), else encoded here."""
         if events and self._record is not None and not self._record.status:
             self._record.status, self._record.first_byte = 200, time.perf_counter()
-        for event in events:
-            await self._text(orjson.dumps(event).decode())
+        data = event_data(encoded) if encoded is not None else [orjson.dumps(event) for event in events]
+        for text in data:
+            await self._text(text.decode())
 
     async def _error(self, error: CompatError) -> None:
         """An ``error`` event for a turn refused before it started; the socket stays open."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,9 @@ from compat_asgi.core.sse import (
     SSEDecoder,
     encode_data,
     encode_event,
+    encode_events,
+    event_data,
+    event_offset,
 )
 from compat_asgi.errors import LineTooLong
 
@@ -120,3 +124,21 @@ def test_check_reports_the_over_long_line_after_the_lines_before_it_without_more
     assert buffer.feed(b"ok\n" + b"x" * 20 + b"\n") == [b"ok"]
     with pytest.raises(LineTooLong):
         buffer.check()
+
+
+EVENTS = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["response.output_text.delta", "response.completed"])},
+        # Text that looks like SSE framing, raw line breaks included: JSON escapes them.
+        optional={"delta": st.text(alphabet=st.sampled_from("ab\n\r:data event\u2028"), max_size=30),
+                  "sequence_number": st.integers(0, 10**6)},
+    ),
+    max_size=8,
+)
+
+
+@given(EVENTS, st.integers(0, 10))
+def test_encoded_events_are_found_again_without_decoding(events: list[dict[str, object]], count: int) -> None:
+    encoded = encode_events(events)
+    assert event_data(encoded) == [orjson.dumps(event) for event in events]
+    assert encoded[event_offset(encoded, count) :] == encode_events(events[count:])
