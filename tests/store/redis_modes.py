@@ -26,6 +26,7 @@ from redis_support import (
     redis_command,
     redis_server_binary,
 )
+from support import free_ports
 
 __all__ = [
     "TLSFiles",
@@ -363,7 +364,7 @@ def sentinel_setup(directory: Path, service: str = "store") -> Iterator[Sentinel
     rejoin takes about a second, not eight.
     """
     binary = redis_server_binary()
-    primary, replica, sentinel = free_port(), free_port(), free_port()
+    primary, replica, sentinel = free_ports(3)
     safety = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
     # Full syncs start at once instead of waiting 5 s for more replicas to join.
     safety += ["--repl-diskless-sync-delay", "0"]
