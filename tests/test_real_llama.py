@@ -6,9 +6,10 @@ the weights is the real thing: llama-server's Jinja chat templates, its
 tool-call and reasoning parsers, grammar-constrained sampling, slots, errors.
 Each scenario is asked streamed and non-streamed, and the two must agree.
 The real clients run against it too: the Codex CLI (over HTTP and over one
-WebSocket), the Agents SDK (tools, WebSocket mode, a Conversations
-session) and the Agents SDK for JavaScript, and through the OpenAI SDK background responses, token counts,
-compaction and the public conformance suite.
+WebSocket, with a plain and a thinking model), the Agents SDK (tools,
+WebSocket mode, a Conversations session), the Agents SDK for JavaScript,
+and through the OpenAI SDK background responses, token counts, compaction
+and the public conformance suite.
 """
 
 from __future__ import annotations
