@@ -395,9 +395,10 @@ class ResponsesOverChat:
         async def finish(events: list[Event]) -> list[Event]:
             turn.context = context + list(core.response.get("output") or ())
             _warn_left_out(core.response["id"], core.left_out_calls)
-            turn.encoded = encode_events(events) if keep else None
-            if turn.encoded is not None:
-                recording.keep(turn.encoded)
+            turn.encoded = None
+            if keep:
+                turn.encoded = data = encode_events(events)
+                recording.keep(data)
                 _warn_if_dropped(core.response["id"], recording)
                 try:
                     await self._save(call, body, items or [], core.response, recording.events())
@@ -406,9 +407,10 @@ class ResponsesOverChat:
             return events
 
         def note(events: list[Event]) -> list[Event]:
-            turn.encoded = encode_events(events) if keep and events else None
-            if turn.encoded is not None:
-                recording.keep(turn.encoded)
+            turn.encoded = None
+            if keep and events:
+                turn.encoded = data = encode_events(events)
+                recording.keep(data)
             return events
 
         yield []
