@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
-import itertools
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field

@@ -179,15 +179,6 @@ def _warn_left_out(response_id: str, calls: int) -> None:
         )
 
 
-def _warn_if_dropped(response_id: str, recording: _Recording | None) -> None:
-    if recording is not None and recording.dropped:
-        logger.warning(
-            "%s streamed more than %d bytes of events: stored without them (no replay)",
-            response_id,
-            recording.limit,
-        )
-
-
 def _text_size(value: Any) -> int:
     """The characters of every string in ``value``: a lower bound, cheap to
     take, of the bytes its JSON takes."""
@@ -282,6 +273,22 @@ class ResponsesOverChat:
             output = list(response.get("output") or ())
             await self.store.append_conversation(conversation, items + output, owner=call.owner)
 
+    async def _save_streamed(
+        self, call: Call, body: Any, items: list[dict[str, Any]], response: dict[str, Any], recording: _Recording
+    ) -> None:
+        """Store a streamed response with the events recorded of it; when that
+        fails, the client still has its stream and the failure is logged."""
+        if recording.dropped:
+            logger.warning(
+                "%s streamed more than %d bytes of events: stored without them (no replay)",
+                response["id"],
+                recording.limit,
+            )
+        try:
+            await self._save(call, body, items, response, recording.events())
+        except CompatError as exc:
+            logger.warning("could not store %s: %s", response["id"], exc.message)
+
     async def handle(
         self, call: Call, responder: Responder, *, first_output: Sequence[dict[str, Any]] = ()
     ) -> None:
@@ -327,13 +334,8 @@ class ResponsesOverChat:
 
             async def save() -> None:
                 _warn_left_out(core.response["id"], core.left_out_calls)
-                if keep:
-                    events = stream.events()
-                    _warn_if_dropped(core.response["id"], stream.recording)
-                    try:
-                        await self._save(call, body, kept_items, core.response, events)
-                    except CompatError as exc:  # the client still gets its stream
-                        logger.warning("could not store %s: %s", core.response["id"], exc.message)
+                if stream.recording is not None:  # kept
+                    await self._save_streamed(call, body, kept_items, core.response, stream.recording)
 
             if is_event_stream(upstream.headers):
                 await pump(
@@ -399,11 +401,7 @@ class ResponsesOverChat:
             if keep:
                 turn.encoded = data = encode_events(events)
                 recording.keep(data)
-                _warn_if_dropped(core.response["id"], recording)
-                try:
-                    await self._save(call, body, items or [], core.response, recording.events())
-                except CompatError as exc:  # the client still gets its stream
-                    logger.warning("could not store %s: %s", core.response["id"], exc.message)
+                await self._save_streamed(call, body, items or [], core.response, recording)
             return events
 
         def note(events: list[Event]) -> list[Event]:

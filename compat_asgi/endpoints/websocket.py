@@ -260,24 +260,24 @@ class _Connection:
                 model = body.get("model")
                 record.model = model if isinstance(model, str) else None
                 record.mode = "translated"
+                record.upstream = call.target.name
             if call.target.api != "chat":
                 raise InvalidRequest(
                     "WebSocket mode needs a chat-completions upstream for this model.", param="model"
                 )
             turn = Turn()
-            if record is not None:
-                record.upstream = call.target.name
             stream = self._mode._responses.events(call, body, turn, history=history, generate=generate)
             try:
                 async with contextlib.aclosing(stream):
                     async for events in stream:
-                        if record is not None:
-                            record.ignored = call.ignored
                         await self._frames(events, turn.encoded)
             except CompatError as exc:
                 if exc.code == "previous_response_not_found":
                     raise _not_found(previous) from exc  # WebSocket mode reports it as a 400
                 raise
+            finally:
+                if record is not None:
+                    record.ignored = call.ignored
         except CompatError as exc:
             await self._error(exc)
             return
